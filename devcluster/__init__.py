@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane (and process-level node) built from source, for tests and the demo."""

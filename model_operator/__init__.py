@@ -1,0 +1,1 @@
+"""The ModelDeployment operator: render, apply and report on a model's Kubernetes objects."""

@@ -1,0 +1,1 @@
+"""The generic model server and the signed-parameters tooling its pods run."""

@@ -1,0 +1,1 @@
+"""The `modeldeploy` command line: one entry point for every part of the product."""

@@ -1,0 +1,35 @@
+"""The `modeldeploy` command: a click group whose subcommands load lazily.
+
+Each subcommand lives beside the code it drives; this module only maps names to
+import paths, so `modeldeploy fetch` in an init container never imports FastAPI
+or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMANDS: dict[str, str] = {
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand only when it is listed or invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="modeldeploy")
+def main() -> None:
+    """Deploy signed ML models on Kubernetes."""
