@@ -13,7 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: install
+# Kubernetes control plane + etcd + kubectl, built from the Go module proxy once per machine
+# and cached in ~/.cache/modeldeploy (devcluster/build.py pins the versions).
+.PHONY: k8s-binaries
+k8s-binaries: install
+	PYTHON=$(PY) scripts/build-k8s.sh
+
+test: install k8s-binaries
 	$(PY) -m pytest
 
 test-unit: install

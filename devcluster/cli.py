@@ -1,0 +1,74 @@
+"""``modeldeploy cluster up|down|status|kubeconfig|kubectl``: thin click wrappers over ``Cluster``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from devcluster import build
+from devcluster.cluster import Cluster, default_state_dir, format_status
+from devcluster.process import ComponentError
+
+_dir_option = click.option(
+    "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="State directory (default: $MODELDEPLOY_DEVCLUSTER_DIR or ./build/devcluster).",
+)
+
+
+@click.group()
+def cluster() -> None:
+    """A local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+@cluster.command()
+@_dir_option
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds each component may take to be ready.")
+def up(state_dir: Path | None, timeout: float) -> None:
+    """Build or reuse the binaries, start (or reuse) the cluster, return when it is ready."""
+    build.ensure_binaries()
+    started = time.monotonic()
+    try:
+        found = Cluster(state_dir).up(timeout)
+    except ComponentError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"cluster ready in {time.monotonic() - started:.1f}s; state and logs in {found.root}")
+    click.echo(f"export KUBECONFIG={found.admin_kubeconfig}")
+
+
+@cluster.command()
+@_dir_option
+def down(state_dir: Path | None) -> None:
+    """Stop every process the cluster started (logs are kept)."""
+    target = Cluster(state_dir)
+    target.down()
+    click.echo(f"stopped; logs in {target.layout.logs}")
+
+
+@cluster.command()
+@_dir_option
+def status(state_dir: Path | None) -> None:
+    """Say what runs; exit 1 unless every component is healthy."""
+    target = Cluster(state_dir)
+    click.echo(format_status(target.server, target.status()))
+    if not target.is_healthy():
+        raise SystemExit(1)
+
+
+@cluster.command()
+@_dir_option
+def kubeconfig(state_dir: Path | None) -> None:
+    """Print the path of the admin kubeconfig."""
+    target = Cluster(state_dir or default_state_dir())
+    if target.server is None:
+        raise click.ClickException(f"no cluster in {target.root}; run `modeldeploy cluster up`")
+    click.echo(str(target.admin_kubeconfig))
+
+
+@cluster.command()
+def kubectl() -> None:
+    """Print the path of the kubectl matching the control plane (building it if needed)."""
+    click.echo(str(build.ensure_binaries().kubectl))

@@ -1,0 +1,253 @@
+"""One local control plane in one state directory: bring it up, reuse it, take it down.
+
+Owns the state directory (PKI, kubeconfigs, etcd data, logs, ``state.json``) and the
+identities tests use. Process mechanics live in ``devcluster.process``, command lines in
+``devcluster.components``; this module only sequences them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from devcluster import build, pki, process
+from devcluster.components import HOST, Layout, Ports, control_plane
+from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
+from devcluster.process import Handle
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+logger = logging.getLogger(__name__)
+
+ADMIN = ("admin", ("system:masters",))
+COMPONENT_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
+KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+START_TIMEOUT = 60.0
+TOKEN_SECONDS = 24 * 3600
+
+
+def default_state_dir(base: Path | None = None) -> Path:
+    """``$MODELDEPLOY_DEVCLUSTER_DIR`` or ``build/devcluster`` under ``base`` (default: cwd)."""
+    override = os.environ.get("MODELDEPLOY_DEVCLUSTER_DIR")
+    return Path(override) if override else (base or Path.cwd()) / "build" / "devcluster"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together while choosing)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    running: bool
+    healthy: bool
+    log: Path
+
+
+def format_status(server: str | None, statuses: list[ComponentStatus]) -> str:
+    """Human-readable ``modeldeploy cluster status``."""
+    if server is None:
+        return "no cluster"
+    lines = [f"server {server}"]
+    for s in statuses:
+        state = "healthy" if s.healthy else ("running, not healthy" if s.running else "NOT RUNNING")
+        lines.append(f"{s.name:<24} pid {s.pid:<8} {state:<21} log {s.log}")
+    return "\n".join(lines)
+
+
+class Cluster:
+    """The control plane recorded in ``root`` (which need not be running)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.layout = Layout((root or default_state_dir()).resolve())
+        self.binaries = build.binaries()
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.layout.admin_kubeconfig
+
+    @property
+    def kubectl(self) -> Path:
+        return self.binaries.kubectl
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.layout.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, server: str, owner: str, handles: list[Handle]) -> None:
+        state = {"server": server, "owner": owner, "k8s": build.K8S_VERSION, "etcd": build.ETCD_VERSION,
+                 "processes": [{**asdict(h), "log": str(h.log), "health_ca": h.health_ca and str(h.health_ca)}
+                               for h in handles]}
+        self.layout.state_file.write_text(json.dumps(state, indent=2))
+
+    def handles(self) -> list[Handle]:
+        return [Handle(**{**p, "log": Path(p["log"]), "health_ca": p["health_ca"] and Path(p["health_ca"])})
+                for p in self._state().get("processes", [])]
+
+    @property
+    def server(self) -> str | None:
+        return self._state().get("server")
+
+    @property
+    def owner(self) -> str | None:
+        """Who started the running cluster (``cli``, ``pytest``, ...)."""
+        return self._state().get("owner")
+
+    def status(self) -> list[ComponentStatus]:
+        return [ComponentStatus(h.name, h.pid, process.alive(h), process.healthy(h), h.log) for h in self.handles()]
+
+    def is_healthy(self) -> bool:
+        """Every recorded process runs and answers its health check, at our versions."""
+        state, handles = self._state(), self.handles()
+        versions_match = state.get("k8s") == build.K8S_VERSION and state.get("etcd") == build.ETCD_VERSION
+        return versions_match and len(handles) == 4 and all(process.healthy(h) for h in handles)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def up(self, timeout: float = START_TIMEOUT, owner: str = "cli") -> Cluster:
+        """Reuse a healthy cluster in ``root`` or start a fresh one; return once all are ready."""
+        if self.is_healthy():
+            logger.info("reusing the running cluster in %s", self.root)
+            return self
+        self.down()
+        for sub in (self.layout.pki, self.layout.etcd_data, self.layout.kubeconfigs, self.layout.logs):
+            shutil.rmtree(sub, ignore_errors=True)
+            sub.mkdir(parents=True)
+        missing = [p for p in vars(self.binaries).values() if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"control-plane binaries missing ({missing[0]}); run scripts/build-k8s.sh")
+        ports = Ports(*free_ports(5))
+        server = f"https://{HOST}:{ports.apiserver}"
+        self._write_identities(server)
+        handles: list[Handle] = []
+        try:
+            for stage in control_plane(self.binaries, self.layout, ports):
+                started = [process.start(spec) for spec in stage]
+                handles += started
+                self._write_state(server, owner, handles)
+                process.wait_healthy(started, timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Stop every recorded process (newest first); keep logs, forget the state."""
+        for handle in reversed(self.handles()):
+            process.stop(handle)
+        self.layout.state_file.unlink(missing_ok=True)
+
+    # -- identities ----------------------------------------------------------------------
+    def _write_identities(self, server: str) -> None:
+        ca = pki.create_ca(self.layout.pki)
+        pki.create_serving_cert(ca, self.layout.pki, HOST)
+        pki.create_service_account_key(self.layout.pki)
+        pki.create_client_cert(ca, self.layout.pki, KUBELET_CLIENT)
+        user, groups = ADMIN
+        self._user_kubeconfig(server, self.layout.admin_kubeconfig, user, groups)
+        for component in COMPONENT_USERS:
+            self._user_kubeconfig(server, self.layout.kubeconfig(component), component, ())
+
+    def _user_kubeconfig(self, server: str, path: Path, user: str, groups: tuple[str, ...] | list[str]) -> Path:
+        ca = pki.KeyPair(self.layout.pem("ca.crt"), self.layout.pem("ca.key"))
+        pair = pki.create_client_cert(ca, self.layout.pki, user, groups)
+        return write_kubeconfig(path, render_kubeconfig(server, ca.cert, cert=pair.cert, key=pair.key, user=user))
+
+    def _require_server(self) -> str:
+        server = self.server
+        if server is None:
+            raise RuntimeError(f"no cluster running in {self.root}; run `modeldeploy cluster up`")
+        return server
+
+    def kubeconfig_for_user(self, user: str, groups: list[str]) -> Path:
+        """A kubeconfig authenticating as ``user`` in ``groups`` by client certificate."""
+        suffix = "+".join([user, *groups])
+        return self._user_kubeconfig(self._require_server(), self.layout.kubeconfig(suffix), user, groups)
+
+    def kubeconfig_for_service_account(self, namespace: str, name: str) -> Path:
+        """A kubeconfig with a bound token of ServiceAccount ``namespace/name`` (created if missing)."""
+        from kubernetes import client
+
+        server = self._require_server()
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata={"name": name}))
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
+            request = client.AuthenticationV1TokenRequest(spec={"audiences": [], "expirationSeconds": TOKEN_SECONDS})
+            token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+        user = f"system:serviceaccount:{namespace}:{name}"
+        config = render_kubeconfig(server, self.layout.pem("ca.crt"), token=token, user=user)
+        return write_kubeconfig(self.layout.kubeconfig(user), config)
+
+    def api_client(self, kubeconfig: Path | None = None) -> ApiClient:
+        """A ``kubernetes`` client for ``kubeconfig`` (default: the admin)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(kubeconfig or self.admin_kubeconfig))
+
+
+@contextmanager
+def shared(root: Path, owner: str, keep: bool = False) -> Iterator[Cluster]:
+    """Use the cluster in ``root`` together with other processes (e.g. parallel pytest runs).
+
+    Reuses a healthy cluster or starts one marked as ``owner``'s. On exit, the last user
+    stops it, unless it was started by someone else (``modeldeploy cluster up``) or ``keep``.
+    """
+    cluster = Cluster(root)
+    cluster.root.mkdir(parents=True, exist_ok=True)
+    with (cluster.root / ".users").open("w") as users:
+        with _flock(cluster.root / ".lock", fcntl.LOCK_EX):
+            fcntl.flock(users, fcntl.LOCK_SH)
+            started = time.monotonic()
+            reused = cluster.is_healthy()
+            cluster.up(owner=owner)
+            logger.info("control plane %s in %.1fs", "reused" if reused else "started", time.monotonic() - started)
+        try:
+            yield cluster
+        finally:
+            with _flock(cluster.root / ".lock", fcntl.LOCK_EX):
+                fcntl.flock(users, fcntl.LOCK_UN)
+                if not keep and cluster.owner == owner and _try_exclusive(users):
+                    cluster.down()
+
+
+@contextmanager
+def _flock(path: Path, operation: int) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, operation)
+        yield
+
+
+def _try_exclusive(handle: IO[str]) -> bool:
+    """True when no other process holds ``handle``'s file (we then hold it exclusively)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

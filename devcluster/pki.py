@@ -1,0 +1,147 @@
+"""A throw-away PKI for one local control plane, made with ``cryptography``.
+
+Owns key and certificate generation only: a cluster CA (also the client CA), the
+API server's serving certificate, client certificates for any user and groups, and the
+service-account signing key. Writes PEM files; never talks to a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = dt.timedelta(days=365)
+SERVICE_IP = "10.0.0.1"
+SERVING_DNS = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its private key on disk."""
+
+    cert: Path
+    key: Path
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write(pair: KeyPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key.touch(mode=0o600)
+    pair.key.write_bytes(_key_pem(key))
+    return pair
+
+
+def _name(common_name: str, organizations: list[str] | tuple[str, ...] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pair.key} is not an EC key")
+    return cert, key
+
+
+def create_ca(directory: Path, common_name: str = "modeldeploy-devcluster-ca") -> KeyPair:
+    """A self-signed CA that signs the serving and client certificates."""
+    key = _new_key()
+    name = _name(common_name)
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return _write(KeyPair(directory / "ca.crt", directory / "ca.key"), cert, key)
+
+
+def _issue(ca: KeyPair, out: KeyPair, subject: x509.Name, usage: ExtendedKeyUsageOID,
+           san: x509.SubjectAlternativeName | None = None) -> KeyPair:
+    ca_cert, ca_key = _load(ca)
+    key = _new_key()
+    builder = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    return _write(out, builder.sign(ca_key, hashes.SHA256()), key)
+
+
+def create_serving_cert(ca: KeyPair, directory: Path, host: str) -> KeyPair:
+    """The API server's certificate, valid for ``host`` and the in-cluster names."""
+    ips = {ipaddress.ip_address(host), ipaddress.ip_address(SERVICE_IP)}
+    san = x509.SubjectAlternativeName(
+        [*(x509.DNSName(name) for name in SERVING_DNS), *(x509.IPAddress(ip) for ip in sorted(ips, key=str))]
+    )
+    out = KeyPair(directory / "apiserver.crt", directory / "apiserver.key")
+    return _issue(ca, out, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, san)
+
+
+def create_client_cert(ca: KeyPair, directory: Path, user: str, groups: list[str] | tuple[str, ...] = ()) -> KeyPair:
+    """A client certificate: the API server reads the user from CN and groups from O."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+    out = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    return _issue(ca, out, _name(user, groups), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def create_service_account_key(directory: Path) -> KeyPair:
+    """The key pair the API server signs (and checks) service-account tokens with.
+
+    ``cert`` holds the public key (PEM SubjectPublicKeyInfo), not a certificate.
+    """
+    key = _new_key()
+    pair = KeyPair(directory / "sa.pub", directory / "sa.key")
+    pair.key.touch(mode=0o600)
+    pair.key.write_bytes(_key_pem(key))
+    pair.cert.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return pair

@@ -1,0 +1,73 @@
+"""pytest fixtures for the local control plane (register with ``pytest_plugins``).
+
+``devcluster`` (session): a running ``Cluster``; reuses a healthy one in the state directory
+(``build/devcluster`` under the rootdir, or ``$MODELDEPLOY_DEVCLUSTER_DIR``), shares it with
+concurrent sessions, and stops it when the last session that started it ends (unless
+``--devcluster-keep``). ``namespace`` (function): a fresh namespace, deleted afterwards.
+Tests using ``devcluster`` are marked ``cluster`` automatically.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devcluster import build
+from devcluster.cluster import Cluster, default_state_dir, shared
+
+_ROOT = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--devcluster-keep", action="store_true",
+        help="leave the control plane running after the session, for the next run to reuse",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "devcluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    root = config.stash.get(_ROOT, None)
+    if root is not None and (terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")):
+        terminalreporter.write_line(f"devcluster: component logs kept in {root / 'logs'}")
+
+
+@pytest.fixture(scope="session")
+def devcluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The shared local control plane (admin, per-identity kubeconfigs, clients)."""
+    build.ensure_binaries()
+    root = default_state_dir(request.config.rootpath)
+    request.config.stash[_ROOT] = root
+    with shared(root, owner="pytest", keep=request.config.getoption("--devcluster-keep")) as cluster:
+        yield cluster
+
+
+def namespace_name(test_name: str) -> str:
+    """A valid, unique namespace name derived from the test's name."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower().removeprefix("test_").replace("_", "-")).strip("-")
+    return f"{stem[:40].rstrip('-') or 't'}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(devcluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (not awaited) afterwards."""
+    from kubernetes import client
+
+    name = namespace_name(request.node.name)
+    with devcluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        try:
+            yield name
+        finally:
+            core.delete_namespace(name)
