@@ -12,6 +12,7 @@ import importlib
 import click
 
 COMMANDS: dict[str, str] = {
+    "serve": "model_server.serve:serve",
     "cluster": "devcluster.cli:cluster",
 }
 

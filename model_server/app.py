@@ -1,0 +1,139 @@
+"""`create_app(settings)`: the FastAPI app of one model directory, built in clear steps.
+
+Reads model.yaml (cheap and needed for the OpenAPI schema); the heavy load runs in the
+background from the lifespan, so the probes answer at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model_server.dataplane import DataPlane
+from model_server.errors import PayloadTooLarge
+from model_server.metrics import Metrics
+from model_server.model import ServedModel
+from model_server.modelcard import load_model_card
+from model_server.routes import api, errors, health, v2
+from model_server.routes.errors import error_response
+from model_server.settings import ServerSettings
+
+logger = logging.getLogger("model_server.access")
+
+
+class RequestObserver:
+    """Pure ASGI middleware: body size limit, in-flight gauge, metrics and one log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_request_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+        limit = self.max_request_bytes
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"request body exceeds maxRequestBytes ({limit} bytes)")
+            return message
+
+        self.metrics.in_flight.inc()
+        try:
+            if _content_length(scope) > limit:
+                response = error_response(413, "PayloadTooLarge", [f"request body exceeds maxRequestBytes ({limit} bytes)"])
+                await response(scope, receive, send_observed)
+            else:
+                await self.app(scope, receive_limited, send_observed)
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - began
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            model = scope.get("path_params", {}).get("name", "")
+            self.metrics.observe_request(model, endpoint, str(status), seconds)
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "model": model or None,
+                    "status": status,
+                    "latencyMs": round(seconds * 1000, 3),
+                    "outcome": "ok" if status < 400 else "client_error" if status < 500 else "server_error",
+                },
+            )
+
+
+def _content_length(scope: Scope) -> int:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The server for `settings.model_dir`.
+
+    Raises:
+        ModelCardError: model.yaml is missing or invalid (nothing to serve).
+    """
+    card = load_model_card(settings.model_dir)
+    model = ServedModel(card, settings.model_dir, settings.policies)
+    metrics = Metrics()
+    dataplane = DataPlane(model, metrics, settings.max_batch_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await dataplane.start()
+        yield
+        await dataplane.stop()
+
+    app = FastAPI(
+        title=f"{card.name} model server",
+        version=card.version,
+        description=card.description or f"Serves the {card.flavor} model {card.name!r}.",
+        lifespan=lifespan,
+    )
+    app.state.dataplane = dataplane
+    app.state.metrics = metrics
+    _register_endpoints(app, dataplane, metrics)
+    errors.register(app)
+    app.add_middleware(RequestObserver, metrics=metrics, max_request_bytes=settings.max_request_bytes)
+    return app
+
+
+def _register_endpoints(app: FastAPI, dataplane: DataPlane, metrics: Metrics) -> None:
+    health.register(app, dataplane)
+    api.register(app, dataplane)
+    v2.register(app, dataplane)
+
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+

@@ -1,0 +1,193 @@
+"""The protocol-neutral operations both REST APIs share: readiness, decode, predict, policies.
+
+Owns input validation against the model card, batching predictions through a worker
+thread, applying policies, and counting policy hits. No HTTP: routes adapt requests to
+these calls and errors surface as `model_server.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from model_server.batching import MicroBatcher
+from model_server.errors import InvalidInput, ModelNotFound, ModelNotReady, PolicyRejected, PredictionFailed
+from model_server.metrics import Metrics
+from model_server.model import ServedModel
+from model_server.modelcard import input_model, output_model, request_adapter, request_schema
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+def validation_messages(err: ValidationError) -> list[str]:
+    """One readable line per pydantic error: `location: message`."""
+    lines = []
+    for error in err.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "body"
+        lines.append(f"{location}: {error['msg']}")
+    return lines
+
+
+class Prediction:
+    """One output row and the policies that changed it."""
+
+    __slots__ = ("output", "applied")
+
+    def __init__(self, output: Row, applied: list[dict[str, Any]]) -> None:
+        self.output = output
+        self.applied = applied
+
+
+class DataPlane:
+    """Serves one model: the only model in this server's directory."""
+
+    def __init__(self, model: ServedModel, metrics: Metrics, max_batch_size: int) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.input_row = input_model(model.card)
+        self.output_row = output_model(model.card)
+        self.body_adapter = request_adapter(self.input_row, max_batch_size)
+        self.rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[self.input_row])  # type: ignore[name-defined]
+        self.batcher: MicroBatcher | None = None
+        self.load_task: asyncio.Task[None] | None = None
+
+    # lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the batcher and load the model in the background (probes answer meanwhile)."""
+        self.metrics.model_ready.labels(self.model.name).set(0)
+        self.load_task = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        await asyncio.to_thread(self.model.load)
+        if self.model.load_seconds is not None:
+            self.metrics.load_seconds.labels(self.model.name).set(self.model.load_seconds)
+        if self.model.predictor is not None:
+            self.batcher = MicroBatcher(self.model.predictor.predict, max_rows=self.max_batch_size)
+            self.batcher.start()
+        self.metrics.model_ready.labels(self.model.name).set(1 if self.model.ready else 0)
+
+    async def stop(self) -> None:
+        if self.load_task is not None:
+            await asyncio.gather(self.load_task, return_exceptions=True)
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    def drain(self) -> None:
+        """Fail readiness from now on; requests already accepted still complete."""
+        self.model.draining = True
+        self.metrics.model_ready.labels(self.model.name).set(0)
+
+    # probes --------------------------------------------------------------------------------
+    def live(self) -> bool:
+        return self.model.healthy
+
+    def started(self) -> bool:
+        return self.model.started
+
+    def ready(self) -> bool:
+        return self.model.ready
+
+    def get_model(self, name: str) -> ServedModel:
+        """The served model called `name`.
+
+        Raises:
+            ModelNotFound: no model of that name is served here.
+        """
+        if name != self.model.name:
+            raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.model.name!r}")
+        return self.model
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        """Card, input/output JSON Schema, an example input and the policy names."""
+        model = self.get_model(name)
+        card = model.card
+        return {
+            "name": card.name,
+            "version": card.version,
+            "flavor": card.flavor,
+            "description": card.description,
+            "inputSchema": request_schema(self.input_row, self.max_batch_size),
+            "outputSchema": self.output_row.model_json_schema(),
+            "example": card.example_input(),
+            "policies": model.policies.names,
+            "status": model.status(),
+        }
+
+    # decode --------------------------------------------------------------------------------
+    def decode_body(self, body: bytes) -> tuple[list[Row], bool]:
+        """Validate a JSON body (one row or a list of rows); returns the rows and whether it was one.
+
+        Raises:
+            InvalidInput: the body is not JSON or does not match the input schema.
+        """
+        try:
+            parsed = self.body_adapter.validate_json(body)
+        except ValidationError as err:
+            raise InvalidInput(*_union_messages(err)) from err
+        if isinstance(parsed, list):
+            return [item.__dict__ for item in parsed], False
+        return [parsed.__dict__], True
+
+    def decode_rows(self, rows: list[Row]) -> list[Row]:
+        """Validate rows assembled by a protocol adapter (e.g. v2 tensors)."""
+        if not rows:
+            raise InvalidInput("no input rows")
+        if len(rows) > self.max_batch_size:
+            raise InvalidInput(f"{len(rows)} rows exceed the batch limit of {self.max_batch_size}")
+        try:
+            return [item.__dict__ for item in self.rows_adapter.validate_python(rows)]
+        except ValidationError as err:
+            raise InvalidInput(*validation_messages(err)) from err
+
+    # predict -------------------------------------------------------------------------------
+    async def predict(self, name: str, rows: list[Row]) -> list[Prediction]:
+        """Predict validated rows, then apply the policies to each prediction.
+
+        Raises:
+            ModelNotFound, ModelNotReady, PolicyRejected, PredictionFailed.
+        """
+        model = self.get_model(name)
+        if not model.ready or self.batcher is None:
+            raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()}{', draining' if model.draining else ''})")
+        try:
+            outputs = await self.batcher.submit(rows)
+        except Exception as err:
+            logger.exception("prediction failed", extra={"model": name})
+            raise PredictionFailed(f"model {name!r} failed to predict: {type(err).__name__}: {err}") from err
+        policies = model.policies
+        if not len(policies):
+            return [Prediction(output, []) for output in outputs]
+        results = []
+        for index, (row, output) in enumerate(zip(rows, outputs)):
+            try:
+                applied = policies.apply(row, output)
+            except PolicyRejected as rejection:
+                self.metrics.policy_hits.labels(name, rejection.details["policy"], "reject").inc()
+                if len(rows) > 1:
+                    rejection.details["index"] = index
+                raise
+            for hit in applied:
+                self.metrics.policy_hits.labels(name, hit.policy, hit.action).inc()
+            results.append(Prediction(output, [hit.as_dict() for hit in applied]))
+        return results
+
+
+def _union_messages(err: ValidationError) -> list[str]:
+    """Errors of `row | list[row]`, reported against the branch the body was meant for."""
+    errors = err.errors(include_url=False)
+    if len(errors) == 1 and not errors[0]["loc"]:  # not JSON at all
+        return [errors[0]["msg"]]
+    single_tag = errors[0]["loc"][0]
+    single = [e for e in errors if e["loc"][0] == single_tag]
+    batch = [e for e in errors if e["loc"][0] != single_tag]
+    if all(e["type"] == "model_type" and len(e["loc"]) == 1 for e in single):
+        if all(e["type"] == "list_type" and len(e["loc"]) == 1 for e in batch):
+            return ["body: expected a JSON object (one input) or an array of objects (a batch)"]
+        single = batch
+    return [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in single]

@@ -1,0 +1,95 @@
+"""The served model's lifecycle: load in the background, then ready; draining on shutdown.
+
+Owns the state the probes report (`started`, `healthy`, `ready`, `draining`) and the
+load sequence: compile policies, re-check the verified manifest, load the flavor.
+No HTTP here.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from model_server import signing
+from model_server.flavors import Predictor
+from model_server.flavors import load as load_flavor
+from model_server.modelcard import ModelCard
+from model_server.policies import PolicySet, compile_policies
+
+logger = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    LOADING = "Loading"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class ServedModel:
+    """One model directory: its card, policies and, once loaded, its predictor."""
+
+    def __init__(self, card: ModelCard, model_dir: Path, policies: list[Any]) -> None:
+        self.card = card
+        self.model_dir = model_dir
+        self.raw_policies = policies
+        self.state = State.LOADING
+        self.error: str | None = None
+        self.draining = False
+        self.load_seconds: float | None = None
+        self.predictor: Predictor | None = None
+        self.policies = PolicySet([])
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def started(self) -> bool:
+        """Loading has finished, one way or the other."""
+        return self.state is not State.LOADING
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is not State.FAILED
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY and not self.draining
+
+    def load(self) -> None:
+        """Compile policies, check the manifest, load the flavor; record the outcome.
+
+        Never raises: a failure leaves the model FAILED with `error` saying why.
+        """
+        began = time.perf_counter()
+        try:
+            self.policies = compile_policies(self.raw_policies, self.card)
+            verified = signing.check_manifest(self.model_dir)
+            logger.info(
+                "verified manifest matches",
+                extra={"model": self.name, "manifestDigest": verified.manifest_digest},
+            )
+            self.predictor = load_flavor(self.card, self.model_dir)
+        except Exception as err:  # any failure of user code or files must leave us FAILED, not dead
+            self.error = f"{type(err).__name__}: {err}"
+            self.state = State.FAILED
+            logger.error("model load failed", extra={"model": self.name, "error": self.error})
+        else:
+            self.state = State.READY
+            logger.info("model loaded", extra={"model": self.name, "flavor": self.card.flavor})
+        self.load_seconds = time.perf_counter() - began
+
+    def status(self) -> dict[str, Any]:
+        """What the probes and `/api/models` report."""
+        return {
+            "name": self.name,
+            "version": self.card.version,
+            "flavor": self.card.flavor,
+            "state": self.state.value,
+            "ready": self.ready,
+            "draining": self.draining,
+            "error": self.error,
+        }

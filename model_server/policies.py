@@ -1,0 +1,252 @@
+"""Operator policies: CEL conditions over `input` and `prediction`, with reject/override/clamp.
+
+Owns parsing the `policies:` list of the server config, compiling every CEL expression
+once (and dry-running it against the model card's example row, so a reference to an
+unknown field fails at startup, not on the first request), and applying the policies to
+one prediction. Pure: no HTTP, no model loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import celpy
+from celpy import celtypes
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from model_server.errors import PolicyRejected, PredictionFailed
+from model_server.modelcard import FieldSpec, ModelCard
+
+Row = dict[str, Any]
+
+
+class PolicyError(ValueError):
+    """The policy configuration is invalid: the server must not become ready."""
+
+
+class PolicySpec(BaseModel):
+    """One entry of `policies:` in the server config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    when: str = "true"
+    action: Literal["reject", "override", "clamp"]
+    message: str | None = None
+    field: str | None = None
+    value: Any = None
+    expression: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check_action_arguments(self) -> PolicySpec:
+        has_value = "value" in self.model_fields_set
+        if self.action == "override" and has_value == (self.expression is not None):
+            raise ValueError("override needs exactly one of 'value' or 'expression'")
+        if self.action != "override" and (has_value or self.expression is not None):
+            raise ValueError(f"'value'/'expression' only apply to override, not {self.action}")
+        if self.action == "clamp" and self.min is None and self.max is None:
+            raise ValueError("clamp needs 'min' and/or 'max'")
+        if self.action != "clamp" and (self.min is not None or self.max is not None):
+            raise ValueError(f"'min'/'max' only apply to clamp, not {self.action}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("clamp 'min' is greater than 'max'")
+        if self.action == "reject" and self.field is not None:
+            raise ValueError("reject takes no 'field'")
+        return self
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one policy did to one prediction (reported in the response)."""
+
+    policy: str
+    action: str
+    field: str
+    original: Any
+    value: Any
+    message: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "action": self.action,
+            "field": self.field,
+            "original": self.original,
+            "value": self.value,
+            "message": self.message,
+        }
+
+
+def to_python(value: Any) -> Any:
+    """A CEL value as plain JSON-serialisable Python."""
+    if isinstance(value, celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, celtypes.IntType | celtypes.UintType):
+        return int(value)
+    if isinstance(value, celtypes.DoubleType):
+        return float(value)
+    if isinstance(value, celtypes.StringType):
+        return str(value)
+    if isinstance(value, celtypes.MapType):
+        return {to_python(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, celtypes.ListType):
+        return [to_python(v) for v in value]
+    return value
+
+
+def _fits(spec: FieldSpec, value: Any) -> bool:
+    """Whether `value` is a valid value of the output field `spec`."""
+    kinds: dict[str, tuple[type, ...]] = {
+        "number": (int, float),
+        "integer": (int,),
+        "string": (str,),
+        "boolean": (bool,),
+    }
+    if isinstance(value, bool) and spec.type != "boolean":
+        return False
+    if not isinstance(value, kinds[spec.type]):
+        return False
+    return not spec.enum or value in spec.enum
+
+
+class CompiledPolicy:
+    """A policy with its CEL programs compiled."""
+
+    def __init__(self, spec: PolicySpec, env: celpy.Environment, card: ModelCard) -> None:
+        self.spec = spec
+        self.when = _compile(env, spec.name, "when", spec.when)
+        self.expression = _compile(env, spec.name, "expression", spec.expression) if spec.expression else None
+        self.field = _target_field(spec, card)
+
+    def matches(self, activation: dict[str, Any]) -> bool:
+        result = self.when.evaluate(activation)
+        if not isinstance(result, celtypes.BoolType):
+            raise PredictionFailed(f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool")
+        return bool(result)
+
+    def act(self, activation: dict[str, Any], prediction: Row) -> Applied:
+        """Apply the action to `prediction` in place and say what changed.
+
+        Raises:
+            PolicyRejected: the action is `reject`.
+            PredictionFailed: an override expression gives a value the output cannot hold.
+        """
+        spec = self.spec
+        if spec.action == "reject":
+            message = spec.message or f"rejected by policy {spec.name!r}"
+            raise PolicyRejected(message, policy=spec.name)
+        assert self.field is not None
+        original = prediction[self.field.name]
+        if spec.action == "override":
+            value = to_python(self.expression.evaluate(activation)) if self.expression else spec.value
+            if not _fits(self.field, value):
+                raise PredictionFailed(
+                    f"policy {spec.name!r}: override value {value!r} is not a valid {self.field.name!r}"
+                )
+        else:
+            value = original
+            if spec.min is not None and value < spec.min:
+                value = spec.min
+            if spec.max is not None and value > spec.max:
+                value = spec.max
+            if self.field.type == "integer":
+                value = int(value)
+        prediction[self.field.name] = value
+        return Applied(spec.name, spec.action, self.field.name, original, value, spec.message)
+
+
+def _compile(env: celpy.Environment, name: str, key: str, source: str) -> celpy.Runner:
+    try:
+        return env.program(env.compile(source))
+    except Exception as err:  # celpy raises parse errors of several types
+        raise PolicyError(f"policy {name!r}: invalid CEL in {key!r}: {source!r}: {err}") from err
+
+
+def _target_field(spec: PolicySpec, card: ModelCard) -> FieldSpec | None:
+    if spec.action == "reject":
+        return None
+    outputs = {f.name: f for f in card.outputs}
+    if spec.field is None and len(outputs) != 1:
+        raise PolicyError(f"policy {spec.name!r}: the model has several outputs; name one in 'field'")
+    if spec.field is not None and spec.field not in outputs:
+        raise PolicyError(f"policy {spec.name!r}: {spec.field!r} is not an output of {card.name!r}")
+    field = outputs[spec.field] if spec.field is not None else card.outputs[0]
+    if spec.action == "clamp" and field.type not in ("number", "integer"):
+        raise PolicyError(f"policy {spec.name!r}: clamp needs a numeric output, {field.name!r} is {field.type}")
+    if spec.action == "override" and "value" in spec.model_fields_set and not _fits(field, spec.value):
+        raise PolicyError(f"policy {spec.name!r}: value {spec.value!r} is not a valid {field.name!r}")
+    return field
+
+
+class PolicySet:
+    """The compiled policies of one model, applied in order."""
+
+    def __init__(self, policies: list[CompiledPolicy]) -> None:
+        self.policies = policies
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.spec.name for p in self.policies]
+
+    def apply(self, row: Row, prediction: Row) -> list[Applied]:
+        """Run every policy over one prediction, in order; later ones see earlier changes.
+
+        Raises:
+            PolicyRejected: a `reject` policy matched.
+            PredictionFailed: a policy could not be evaluated (fail closed).
+        """
+        if not self.policies:
+            return []
+        cel_input = celpy.json_to_cel(row)
+        applied = []
+        for policy in self.policies:
+            activation = {"input": cel_input, "prediction": celpy.json_to_cel(prediction)}
+            try:
+                if policy.matches(activation):
+                    applied.append(policy.act(activation, prediction))
+            except celpy.CELEvalError as err:
+                raise PredictionFailed(f"policy {policy.spec.name!r} failed: {err.args[0]}") from err
+        return applied
+
+
+def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
+    """Validate and compile the `policies:` list, then dry-run it on the card's example row.
+
+    Raises:
+        PolicyError: a policy is malformed, names an unknown field, or has invalid CEL.
+    """
+    env = celpy.Environment()
+    compiled = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        try:
+            spec = PolicySpec.model_validate(entry)
+        except ValidationError as err:
+            raise PolicyError(f"policies[{index}]: {err}") from err
+        if spec.name in seen:
+            raise PolicyError(f"policies[{index}]: duplicate policy name {spec.name!r}")
+        seen.add(spec.name)
+        compiled.append(CompiledPolicy(spec, env, card))
+    policies = PolicySet(compiled)
+    _dry_run(policies, card)
+    return policies
+
+
+def _dry_run(policies: PolicySet, card: ModelCard) -> None:
+    """Evaluate every expression once on the example row, so unknown names fail now."""
+    activation = {"input": celpy.json_to_cel(card.example_input()), "prediction": celpy.json_to_cel(card.example_output())}
+    for policy in policies.policies:
+        programs = [("when", policy.when)] + ([("expression", policy.expression)] if policy.expression else [])
+        for key, program in programs:
+            try:
+                result = program.evaluate(activation)
+            except celpy.CELEvalError as err:
+                raise PolicyError(f"policy {policy.spec.name!r}: {key!r} fails on the example input: {err.args[0]}") from err
+            if key == "when" and not isinstance(result, celtypes.BoolType):
+                raise PolicyError(f"policy {policy.spec.name!r}: 'when' must be a bool, got {type(result).__name__}")

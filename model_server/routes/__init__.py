@@ -1,0 +1,1 @@
+"""HTTP adapters over the data plane: each module has `register(app, dataplane)`."""

@@ -1,0 +1,226 @@
+"""Fixtures for the model server: signed model directories of every flavor, and servers.
+
+Every directory is signed and verified through `model_server.signing`, which writes the
+verified manifest the server re-checks before loading.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import joblib
+import pytest
+import yaml
+
+from model_server import signing
+from model_server.app import create_app
+from model_server.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "examples" / "iris"))
+
+import train as iris_train  # noqa: E402  (examples/iris/train.py)
+
+SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+VIRGINICA = {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    keys = tmp_path_factory.mktemp("keys")
+    key = signing.generate_key()
+    (keys / "private.pem").write_bytes(signing.private_key_pem(key))
+    (keys / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
+    return keys / "private.pem", keys / "public.pem"
+
+
+@pytest.fixture(scope="session")
+def seal(signing_keys: tuple[Path, Path]) -> Callable[[Path], Path]:
+    """Sign a directory, verify it and write its verified manifest (what `fetch` leaves)."""
+    private, public = signing_keys
+
+    def _seal(model_dir: Path) -> Path:
+        signature = signing.sign(model_dir, private)
+        verified = signing.verify(model_dir, public)
+        signing.write_verified_manifest(model_dir, verified, signing.signed_serialization(signature))
+        return model_dir
+
+    return _seal
+
+
+@pytest.fixture(scope="session")
+def iris_dir(tmp_path_factory: pytest.TempPathFactory, seal: Callable[[Path], Path]) -> Path:
+    return seal(iris_train.train(tmp_path_factory.mktemp("iris") / "model"))
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory, iris_dir: Path, seal: Callable[[Path], Path]) -> Path:
+    from skl2onnx import to_onnx
+
+    model_dir = tmp_path_factory.mktemp("iris-onnx") / "model"
+    model_dir.mkdir()
+    pipeline = joblib.load(iris_dir / "model.joblib")
+    sample = [[SETOSA[f] for f in iris_train.FEATURES]]
+    import numpy as np
+
+    onnx_model = to_onnx(pipeline, np.array(sample, dtype=np.float32), options={"zipmap": False})
+    (model_dir / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    card = yaml.safe_load((iris_dir / "model.yaml").read_text())
+    card.update(name="iris-onnx", flavor="onnx", artifact="model.onnx")
+    (model_dir / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return seal(model_dir)
+
+
+PRICING_CARD = {
+    "name": "pricing",
+    "version": "0.1.0",
+    "flavor": "python",
+    "entrypoint": "{module}:PricingModel",
+    "inputs": [
+        {"name": "age", "type": "integer", "minimum": 0, "maximum": 130, "example": 40},
+        {"name": "smoker", "type": "boolean", "example": False},
+        {"name": "cost", "type": "number", "minimum": 0.0, "example": 100.0},
+    ],
+    "outputs": [{"name": "price", "type": "number", "description": "quoted price"}],
+}
+
+PRICING_CODE = """
+import time
+
+
+class PricingModel:
+    def load(self, model_dir):
+        time.sleep({load_seconds})
+        if {fail_load}:
+            raise RuntimeError("weights are corrupt")
+
+    def predict(self, inputs):
+        time.sleep({predict_seconds})
+        return [{{"price": row["cost"] * 1.5 - row["age"] * 2.0 - (50.0 if row["smoker"] else 0.0)}} for row in inputs]
+"""
+
+
+@pytest.fixture
+def pricing_dir(tmp_path: Path, seal: Callable[[Path], Path]) -> Callable[..., Path]:
+    """A python-flavor model: price = 1.5 * cost - 2 * age - (50 if smoker); load/predict can be slow or fail."""
+
+    def _make(load_seconds: float = 0.0, predict_seconds: float = 0.0, fail_load: bool = False) -> Path:
+        module = f"pricing_{os.urandom(4).hex()}"
+        model_dir = tmp_path / module
+        model_dir.mkdir()
+        code = PRICING_CODE.format(load_seconds=load_seconds, predict_seconds=predict_seconds, fail_load=fail_load)
+        (model_dir / f"{module}.py").write_text(textwrap.dedent(code))
+        card = {**PRICING_CARD, "entrypoint": f"{module}:PricingModel"}
+        (model_dir / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        return seal(model_dir)
+
+    return _make
+
+
+# in-process: the ASGI app through httpx.ASGITransport ------------------------------------------
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def app_client(model_dir: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app for `model_dir` with its lifespan running, once loading has finished."""
+    app = create_app(ServerSettings(model_dir=model_dir, **settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await wait_for_start(client)
+            yield client
+
+
+async def wait_for_start(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while (await client.get("/api/health/startup")).status_code != 200:
+        assert time.monotonic() < deadline, "model did not finish loading"
+        await anyio.sleep(0.05)
+
+
+# out of process: `modeldeploy serve` on a free loopback port -------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1."""
+
+    def __init__(self, model_dir: Path, config: dict[str, Any] | None, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
+        if config is not None:
+            config_path = workdir / f"server-{self.port}.yaml"
+            config_path.write_text(yaml.safe_dump(config))
+            args += ["--config", str(config_path)]
+        args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited: {self.logs()}"
+            try:
+                httpx.get(f"{self.url}/api/health", timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError(f"server did not listen within {timeout}s: {self.logs()}")
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.url}/api/health/startup").status_code != 200:
+            assert time.monotonic() < deadline, f"model did not load: {self.logs()}"
+            time.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    servers: list[ServerProcess] = []
+
+    def _start(model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started") -> ServerProcess:
+        server = ServerProcess(model_dir, config, tmp_path)
+        servers.append(server)
+        server.wait_listening()
+        if wait == "started":
+            server.wait_started()
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop()
