@@ -12,6 +12,10 @@ import importlib
 import click
 
 COMMANDS: dict[str, str] = {
+    "keygen": "model_server.cli:keygen",
+    "sign": "model_server.cli:sign",
+    "verify": "model_server.cli:verify",
+    "fetch": "model_server.cli:fetch",
     "serve": "model_server.serve:serve",
     "cluster": "devcluster.cli:cluster",
 }

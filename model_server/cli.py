@@ -1,0 +1,111 @@
+"""`modeldeploy keygen | sign | verify | fetch`: thin click commands over `signing` and `fetch`.
+
+Each command turns a `VerificationError` into one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from model_server import fetch as fetching
+from model_server import signing, sources
+
+PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
+
+
+@click.command()
+@click.option("--private-key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PEM file to create (mode 0600).")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PEM file to create.")
+@click.option("--curve", type=click.Choice(sorted(signing.CURVES)), default="p256", show_default=True)
+@click.option("--password", envvar=PASSWORD_ENV, default=None, help=f"Encrypt the private key (or set {PASSWORD_ENV}).")
+def keygen(private_key: Path, public_key: Path, curve: str, password: str | None) -> None:
+    """Create an EC key pair for signing parameters; print the public key's fingerprint."""
+    key = signing.generate_key(curve)
+    try:
+        fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as err:
+        raise click.ClickException(f"{private_key} already exists; not overwriting a private key") from err
+    with os.fdopen(fd, "wb") as out:
+        out.write(signing.private_key_pem(key, password))
+    public_key.write_bytes(signing.public_key_pem(key.public_key()))
+    click.echo(signing.fingerprint(key.public_key()))
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--private-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig.")
+@click.option("--password", envvar=PASSWORD_ENV, default=None, help=f"The private key's password (or set {PASSWORD_ENV}).")
+def sign(model_dir: Path, private_key: Path, signature: Path | None, password: str | None) -> None:
+    """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
+    try:
+        written = signing.sign(model_dir, private_key, signature, password)
+    except (ValueError, TypeError, OSError) as err:
+        raise click.ClickException(f"signing failed: {err}") from err
+    click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig.")
+def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
+    """Exit 0 when MODEL_DIR matches its signature made with PUBLIC_KEY's private key."""
+    try:
+        verified = signing.verify(model_dir, public_key, signature)
+    except signing.VerificationError as err:
+        click.echo(f"verification failed: {err}", err=True)
+        raise SystemExit(1) from err
+    click.echo(f"verified {len(verified.files)} files with key {verified.key_fingerprint} (manifest {verified.manifest_digest})")
+
+
+@click.command()
+@click.argument("source")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to create.")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--signature-uri", default=None, help="Default: model.sig inside SOURCE, or SOURCE.sig.")
+@click.option("--sha256", default=None, help="Pin the signed manifest's digest.")
+@click.option("--termination-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: /dev/termination-log when it exists.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=sources.Settings.max_bytes, show_default=True,
+              help="Refuse downloads and unpacked trees larger than this.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=sources.Settings.timeout, show_default=True,
+              help="Network timeout in seconds.")
+def fetch(
+    source: str,
+    dest: Path,
+    public_key: Path,
+    signature_uri: str | None,
+    sha256: str | None,
+    termination_log: Path | None,
+    max_bytes: int,
+    timeout: float,
+) -> None:
+    """Download SOURCE, verify it, and only then move it to DEST (fail closed)."""
+    if termination_log is None and fetching.DEFAULT_TERMINATION_LOG.exists():
+        termination_log = fetching.DEFAULT_TERMINATION_LOG
+    settings = sources.Settings(max_bytes=max_bytes, timeout=timeout)
+    result: signing.VerifiedModel | signing.VerificationError
+    try:
+        result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
+    except signing.VerificationError as err:
+        result = err
+    except Exception as err:  # fail closed on anything unforeseen, with a reason
+        result = signing.VerificationError(signing.FETCH_FAILED, f"{type(err).__name__}: {err}")
+    record = fetching.termination_record(source, result, _fingerprint_or_none(public_key))
+    if termination_log is not None:
+        fetching.write_termination_log(termination_log, record)
+    if isinstance(result, signing.VerificationError):
+        click.echo(f"fetch refused {record['source']}: {result}", err=True)
+        raise SystemExit(1)
+    click.echo(f"installed {dest}: {record['message']} (manifest {record['manifestDigest']})")
+
+
+def _fingerprint_or_none(public_key: Path) -> str | None:
+    try:
+        return signing.fingerprint(signing.load_public_key(public_key))
+    except signing.VerificationError:
+        return None

@@ -1,0 +1,102 @@
+"""Fixtures for signing and fetch tests: a trained iris model, keys, a loopback HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from model_server import signing
+
+from .helpers import ROOT, Keys, make_keys
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "iris"
+    subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return make_keys(tmp_path / "keys")
+
+
+@pytest.fixture
+def other_keys(tmp_path: Path) -> Keys:
+    return make_keys(tmp_path / "other-keys")
+
+
+@pytest.fixture
+def model(tmp_path: Path, trained: Path, keys: Keys) -> Path:
+    """A signed copy of the trained iris parameters directory."""
+    model_dir = shutil.copytree(trained, tmp_path / "iris")
+    signing.sign(model_dir, keys.private)
+    return model_dir
+
+
+@dataclass
+class HttpServer:
+    """A loopback HTTP server over `root` with misbehaving routes.
+
+    `/<path>` serves the file; `/truncated/<path>` announces the full length and sends half;
+    `/error/<path>` always answers 500; `/nolength/<path>` sends the file with no
+    Content-Length (close-delimited).
+    """
+
+    root: Path
+    url: str = ""
+    requests: list[str] = field(default_factory=list)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_state: HttpServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        state = self.server_state
+        state.requests.append(self.path)
+        mode, _, rest = self.path.lstrip("/").partition("/")
+        if mode not in ("truncated", "error", "nolength"):
+            mode, rest = "plain", self.path.lstrip("/")
+        if mode == "error":
+            self.send_error(500, "injected failure")
+            return
+        path = state.root / rest
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if mode != "nolength":
+            self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2] if mode == "truncated" else data)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    state = HttpServer(tmp_path / "www")
+    state.root.mkdir()
+    handler = type("Handler", (_Handler,), {"server_state": state, "protocol_version": "HTTP/1.1"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join()
