@@ -33,3 +33,25 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Operator images and install (needs Docker, kind and kubectl; not used by the test suite).
+IMAGE_TAG ?= 0.1.0
+KIND_CLUSTER ?= modeldeploy
+KUBECTL ?= kubectl
+.PHONY: images kind-up kind-load deploy undeploy
+images:
+	docker build --target operator -t modeldeploy-operator:$(IMAGE_TAG) .
+	docker build --target model-server -t modeldeploy-server:$(IMAGE_TAG) .
+
+kind-up:
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
+
+kind-load: images
+	kind load docker-image --name $(KIND_CLUSTER) modeldeploy-operator:$(IMAGE_TAG) modeldeploy-server:$(IMAGE_TAG)
+
+deploy:
+	$(KUBECTL) apply -k manifests/
+	$(KUBECTL) -n modeldeploy-system rollout status deployment/modeldeploy-operator --timeout=180s
+
+undeploy:
+	$(KUBECTL) delete -k manifests/ --ignore-not-found

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "verify": "model_server.cli:verify",
     "fetch": "model_server.cli:fetch",
     "serve": "model_server.serve:serve",
+    "operator": "model_operator.cli:operator",
     "cluster": "devcluster.cli:cluster",
 }
 

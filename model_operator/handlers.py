@@ -1,0 +1,202 @@
+"""kopf handlers: when to reconcile, nothing about how to render or call the API.
+
+Reconcile is level-based: a ModelDeployment's create/update, a periodic timer, and any event
+on one of its children (including its pods) all run the same `reconcile()`, which renders
+every child, adopts and applies them, deletes optional children no longer wanted, and
+computes the status. Errors are mapped to kopf's retry semantics only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from model_operator import conditions as cond
+from model_operator.kube import Kube
+from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
+from model_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
+from model_operator.status import Status, compute_status, spec_error_status
+
+RESYNC_SECONDS = 60.0
+RETRY_SECONDS = 10.0
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_RESOURCES = (
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+)
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did: the new status, a spec problem if any, the children as stored."""
+
+    status: Status
+    problem: str | None = None
+    applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in annotations (the status schema is ours), connect, join the peering."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    memo.kube = await Kube.connect()
+    if not settings.peering.standalone:
+        await memo.kube.ensure_peering(settings.peering.name)
+    memo.locks = collections.defaultdict(asyncio.Lock)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.kube.close()
+
+
+async def _apply_children(
+    kube: Kube, body: Mapping[str, Any], children: list[dict[str, Any]], ref: ObjectRef
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for child in children:
+        applied[(child["kind"], child["metadata"]["name"])] = await kube.apply(child)
+    for api_version, kind, name in unwanted_children(children, ref):
+        if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
+            kopf.info(dict(body), reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
+    return applied
+
+
+async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, apply: bool = True) -> Outcome:
+    """Render, adopt and apply every child of `body` (or only read them), then compute its status.
+
+    Raises:
+        kopf.TemporaryError: the API server refused for a reason that may pass (conflict, 5xx).
+    """
+    meta = body["metadata"]
+    ref = ObjectRef(meta["name"], meta["namespace"])
+    generation = int(meta.get("generation", 0))
+    old_conditions = list((body.get("status") or {}).get("conditions") or [])
+    kube: Kube = memo.kube
+    async with memo.locks[meta["uid"]]:
+        try:
+            spec = parse_spec(body["spec"])
+            children = render_all(spec, ref, memo.server_image)
+            kopf.adopt(children, owner=dict(body))
+            applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+            deployment = None if apply else await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
+            if deployment is None:
+                applied = await _apply_children(kube, body, children, ref)
+                deployment = applied[("Deployment", ref.name)]
+            selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+            pods = await kube.list_pods(ref.namespace, selector)
+        except SpecError as err:
+            return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))
+        except ApiException as err:
+            if err.status in (409, 429) or (err.status or 500) >= 500:
+                raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
+            message = f"the API server rejected a child: {_api_message(err)}"
+            return Outcome(spec_error_status(generation, old_conditions, message, _now()), message)
+    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
+    return Outcome(status, None, applied)
+
+
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        return str(err.reason)
+
+
+def _post_events(body: Mapping[str, Any], outcome: Outcome) -> None:
+    old = list((body.get("status") or {}).get("conditions") or [])
+    for condition in cond.transitions(old, outcome.status["conditions"]):
+        bad = condition["status"] == "False" and condition["type"] in (cond.READY, cond.PARAMETERS_VERIFIED)
+        post = kopf.warn if bad else kopf.info
+        post(dict(body), reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Apply a new or changed spec."""
+    outcome = await reconcile(body, memo)
+    _post_events(body, outcome)
+    patch.status.update(outcome.status)
+    if outcome.problem:
+        raise kopf.PermanentError(outcome.problem)
+    kopf.info(body, reason="Applied", message=f"generation {body.metadata.get('generation')} applied")
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2)
+async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Catch drift no watch event reported (and re-check status) every minute."""
+    outcome = await reconcile(body, memo)
+    _post_events(body, outcome)
+    patch.status.update(outcome.status)
+
+
+async def _owner(body: kopf.Body, memo: kopf.Memo) -> Mapping[str, Any] | None:
+    name = body.metadata.labels.get("app.kubernetes.io/instance")
+    if not name:
+        return None
+    owner = await memo.kube.get_model_deployment(name, body.metadata.namespace)
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
+        return None
+    return owner
+
+
+def _drifted(event_type: str, seen: Mapping[str, Any], stored: Mapping[str, Any] | None) -> bool:
+    """Whether our apply changed a child away from what the event showed."""
+    if stored is None:
+        return False
+    if event_type == "DELETED":
+        return True
+    key = "generation" if "generation" in seen.get("metadata", {}) else "resourceVersion"
+    return seen["metadata"].get(key) != stored["metadata"].get(key)
+
+
+def _child_handler(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    async def child_changed(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+        owner = await _owner(body, memo)
+        if owner is None or type is None:
+            return
+        outcome = await reconcile(owner, memo)
+        stored = outcome.applied.get((body["kind"], body.metadata.name))
+        if _drifted(type, body, stored):
+            verb = "recreated" if type == "DELETED" else "restored"
+            kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was changed by hand; {verb}")
+        _post_events(owner, outcome)
+        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
+
+
+for _resource in CHILD_RESOURCES:
+    _child_handler(*_resource)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Refresh the owner's status (e.g. ParametersVerified) when one of its pods changes."""
+    owner = await _owner(body, memo)
+    if owner is None:
+        return
+    outcome = await reconcile(owner, memo, apply=False)
+    _post_events(owner, outcome)
+    await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)

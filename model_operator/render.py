@@ -1,0 +1,361 @@
+"""Pure renderers: a ModelDeployment spec in, the Kubernetes objects it needs out.
+
+Nothing here talks to the API server or knows about kopf; owner references are added by
+the handlers (`kopf.adopt`) just before applying. Child names are derived from the parent's
+name so every reconcile addresses the same objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from model_operator.spec import ModelDeploymentSpec, Policy, SpecError
+
+Manifest = dict[str, Any]
+
+MODEL_ROOT = "/var/lib/modeldeploy"
+MODEL_DIR = f"{MODEL_ROOT}/model"
+KEYS_DIR = "/etc/modeldeploy/keys"
+CONFIG_DIR = "/etc/modeldeploy"
+CONFIG_KEY = "server.yaml"
+SERVER_PORT = 8000
+TERMINATION_LOG = "/dev/termination-log"
+RUN_AS = 65532
+
+SPEC_HASH_ANNOTATION = "modeldeploy.io/spec-hash"
+MANAGED_BY = "modeldeploy"
+APP_NAME = "model-server"
+INIT_CONTAINER = "fetch"
+SERVER_CONTAINER = "server"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which ModelDeployment is being rendered."""
+
+    name: str
+    namespace: str
+
+
+def deployment_name(ref: ObjectRef) -> str:
+    return ref.name
+
+
+def service_name(ref: ObjectRef) -> str:
+    return ref.name
+
+
+def config_map_name(ref: ObjectRef) -> str:
+    return f"{ref.name}-config"
+
+
+def selector_labels(ref: ObjectRef) -> dict[str, str]:
+    """Labels that select the model's pods (immutable for the Deployment's lifetime)."""
+    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": ref.name}
+
+
+def labels(ref: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, str]:
+    """The app labels every child carries."""
+    return {
+        **selector_labels(ref),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/version": spec.model.version,
+        "modeldeploy.io/model": spec.model.name,
+    }
+
+
+def endpoint(ref: ObjectRef, spec: ModelDeploymentSpec) -> str:
+    """The in-cluster URL of the model's Service."""
+    return f"http://{service_name(ref)}.{ref.namespace}.svc:{spec.service.port}"
+
+
+def _meta(ref: ObjectRef, spec: ModelDeploymentSpec, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": ref.namespace, "labels": labels(ref, spec)}
+
+
+def _policy(policy: Policy) -> dict[str, Any]:
+    return policy.model_dump(by_alias=True, exclude_none=True)
+
+
+def server_config(spec: ModelDeploymentSpec) -> str:
+    """The model server's `server.yaml` (contract 3): request limit and policies."""
+    config: dict[str, Any] = {}
+    if spec.max_request_bytes is not None:
+        config["maxRequestBytes"] = spec.max_request_bytes
+    config["policies"] = [_policy(policy) for policy in spec.policies]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
+    """The ConfigMap holding `server.yaml`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(ref, spec, config_map_name(ref)),
+        "data": {CONFIG_KEY: server_config(spec)},
+    }
+
+
+def _fetch_command(spec: ModelDeploymentSpec) -> list[str]:
+    params = spec.parameters
+    command = [
+        "modeldeploy", "fetch", params.source,
+        "--dest", MODEL_DIR,
+        "--public-key", f"{KEYS_DIR}/{params.public_key.key}",
+        "--termination-log", TERMINATION_LOG,
+    ]
+    if params.signature:
+        command += ["--signature-uri", params.signature]
+    if params.sha256:
+        command += ["--sha256", params.sha256]
+    return command
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": min(period, 5),
+        "failureThreshold": failures,
+    }
+
+
+def _probes(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    period = spec.probes.period_seconds
+    return {
+        "startupProbe": _http_probe(
+            "/api/health/startup", period, max(1, math.ceil(spec.probes.max_load_seconds / period))
+        ),
+        "readinessProbe": _http_probe("/api/health/ready", period, 3),
+        "livenessProbe": _http_probe("/api/health", period * 2, 3),
+    }
+
+
+def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    return {kind: dict(quantities) for kind, quantities in spec.resources.items()}
+
+
+def _init_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": INIT_CONTAINER,
+        "image": image,
+        "command": _fetch_command(spec),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_ROOT},
+            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.parameters.credentials:
+        container["envFrom"] = [{"secretRef": {"name": spec.parameters.credentials.secret_name}}]
+    if spec.resources:
+        container["resources"] = _resources(spec)
+    return container
+
+
+def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": SERVER_CONTAINER,
+        "image": image,
+        "command": [
+            "modeldeploy", "serve", MODEL_DIR,
+            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+            "--host", "0.0.0.0",
+            "--port", str(SERVER_PORT),
+        ],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        **_probes(spec),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_ROOT, "readOnly": True},
+            {"name": "config", "mountPath": f"{CONFIG_DIR}/{CONFIG_KEY}", "subPath": CONFIG_KEY, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.env:
+        container["env"] = list(spec.env)
+    if spec.resources:
+        container["resources"] = _resources(spec)
+    return container
+
+
+def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [_init_container(spec, image)],
+        "containers": [_server_container(spec, image)],
+        "volumes": [
+            {"name": "model", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {
+                "name": "keys",
+                "secret": {
+                    "secretName": spec.parameters.public_key.secret_name,
+                    "items": [{"key": spec.parameters.public_key.key, "path": spec.parameters.public_key.key}],
+                },
+            },
+            {"name": "config", "configMap": {"name": config_map_name(ref)}},
+        ],
+    }
+    if spec.node_selector:
+        pod["nodeSelector"] = spec.node_selector
+    if spec.tolerations:
+        pod["tolerations"] = list(spec.tolerations)
+    return pod
+
+
+def spec_hash(pod_spec: dict[str, Any], config: str) -> str:
+    """A short digest of everything the pods run with, so any change rolls them out."""
+    blob = json.dumps({"pod": pod_spec, "config": config}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def render_deployment(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None) -> Manifest:
+    """The Deployment: init container fetch + verify, then the server (contract 5).
+
+    Args:
+        spec: the parsed spec.
+        ref: the ModelDeployment being rendered.
+        default_image: the server image when the spec does not name one.
+
+    Raises:
+        SpecError: neither the spec nor the operator names a server image.
+    """
+    image = spec.image or default_image
+    if not image:
+        raise SpecError("spec.image is not set and the operator has no default server image")
+    pod = _pod_spec(spec, ref, image)
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(ref)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {
+                "labels": labels(ref, spec),
+                "annotations": {SPEC_HASH_ANNOTATION: spec_hash(pod, server_config(spec))},
+            },
+            "spec": pod,
+        },
+    }
+    if spec.autoscaling is None:
+        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(ref, spec, deployment_name(ref)),
+        "spec": deployment_spec,
+    }
+
+
+def render_service(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
+    """The Service in front of the model's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(ref, spec, service_name(ref)),
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(ref),
+            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def min_replicas(spec: ModelDeploymentSpec) -> int:
+    """The fewest replicas the spec asks for (autoscaling's floor when set)."""
+    return spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+
+
+def render_pdb(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest | None:
+    """A PodDisruptionBudget allowing one voluntary disruption; None below two replicas."""
+    if min_replicas(spec) < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(ref, spec, deployment_name(ref)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(ref)}},
+    }
+
+
+def render_hpa(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest | None:
+    """A HorizontalPodAutoscaler on CPU and/or a custom per-pod metric; None without autoscaling."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    if scaling.target_cpu_utilization is not None:
+        metrics.append({
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
+            },
+        })
+    if scaling.metric is not None:
+        metrics.append({
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": scaling.metric.name},
+                "target": {"type": "AverageValue", "averageValue": scaling.metric.target_average_value},
+            },
+        })
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(ref, spec, deployment_name(ref)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(ref)},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+        },
+    }
+
+
+def render_all(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None) -> list[Manifest]:
+    """Every child in apply order (config before the pods that mount it)."""
+    children = [
+        render_config_map(spec, ref),
+        render_service(spec, ref),
+        render_deployment(spec, ref, default_image),
+        render_pdb(spec, ref),
+        render_hpa(spec, ref),
+    ]
+    return [child for child in children if child is not None]
+
+
+OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"))
+
+
+def unwanted_children(children: list[Manifest], ref: ObjectRef) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of optional children missing from `children`, to be deleted."""
+    rendered = {(child["apiVersion"], child["kind"]) for child in children}
+    return [(api, kind, deployment_name(ref)) for api, kind in OPTIONAL_KINDS if (api, kind) not in rendered]

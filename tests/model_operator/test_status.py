@@ -1,0 +1,171 @@
+"""Status from a Deployment and its pods, with termination messages written by the real fetch code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from model_operator.conditions import find
+from model_operator.render import SPEC_HASH_ANNOTATION, ObjectRef, render_deployment
+from model_operator.spec import parse_spec
+from model_operator.status import compute_status, parse_termination_message, spec_error_status, verification
+from model_server.fetch import termination_record
+from model_server.signing import VerificationError, VerifiedModel
+
+REF = ObjectRef("iris", "ml")
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:10:00Z"
+SPEC = parse_spec({
+    "model": {"name": "iris", "version": "1.0.0"},
+    "parameters": {"source": "s3://models/iris/", "publicKey": {"secretName": "k"}},
+    "replicas": 2,
+})
+GOOD = json.dumps(termination_record(
+    "s3://models/iris/", VerifiedModel("sha256:" + "1" * 64, "sha256:" + "2" * 64, {"model.joblib": "3" * 64}), None,
+))
+BAD = json.dumps(termination_record(
+    "s3://models/iris/", VerificationError("FilesDiffer", "model.joblib differs from the signed manifest", ["model.joblib"]),
+    "sha256:" + "1" * 64,
+))
+
+
+def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, available: int = 2, total: int | None = None,
+               conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    rendered = render_deployment(SPEC, REF, "img:1")
+    rendered["metadata"]["generation"] = 4
+    rendered["spec"]["replicas"] = replicas
+    rendered["status"] = {
+        "observedGeneration": 4, "replicas": replicas if total is None else total, "readyReplicas": ready,
+        "updatedReplicas": updated, "availableReplicas": available,
+        "conditions": conditions if conditions is not None else [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "done"},
+        ],
+    }
+    return rendered
+
+
+def current_hash() -> str:
+    return deployment()["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+
+
+def pod(init_status: dict[str, Any] | None, spec_hash: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": {SPEC_HASH_ANNOTATION: spec_hash or current_hash()}},
+        "status": {"initContainerStatuses": [{"name": "fetch", **init_status}] if init_status else []},
+    }
+
+
+def terminated(message: str, code: int = 0) -> dict[str, Any]:
+    return {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": message,
+            "finishedAt": "2026-01-01T00:00:03Z"}
+
+
+def test_termination_message_of_the_fetch_command_parses() -> None:
+    result = parse_termination_message(GOOD + "\n")
+    assert result is not None and result["verified"] is True and result["reason"] == "SignatureValid"
+    assert parse_termination_message("panic: something") is None
+    assert parse_termination_message(None) is None
+
+
+def test_verified_when_a_current_pod_fetched_successfully() -> None:
+    result = verification([pod({"state": {"terminated": terminated(GOOD)}})], current_hash())
+    assert (result.status, result.reason) == ("True", "SignatureValid")
+    assert result.key_fingerprint == "sha256:" + "1" * 64
+    assert result.manifest_digest == "sha256:" + "2" * 64
+    assert result.verified_at == "2026-01-01T00:00:03Z"
+
+
+def test_failed_verification_reports_reason_and_files_from_the_last_attempt() -> None:
+    crashing = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(BAD, 1)}}
+    result = verification([pod(crashing)], current_hash())
+    assert (result.status, result.reason) == ("False", "FilesDiffer")
+    assert "model.joblib differs" in result.message
+    assert result.failed_files == ("model.joblib",)
+
+
+def test_pods_of_an_older_version_do_not_count() -> None:
+    old = pod({"state": {"terminated": terminated(GOOD)}}, spec_hash="0" * 16)
+    assert verification([old], current_hash()).status == "Unknown"
+
+
+def test_fetch_crash_without_a_result_is_a_failure() -> None:
+    result = verification([pod({"state": {"terminated": terminated("", 137)}})], current_hash())
+    assert (result.status, result.reason) == ("False", "FetchFailed")
+    assert "137" in result.message
+
+
+def test_pending_pod_is_unknown_with_the_waiting_reason() -> None:
+    result = verification([pod({"state": {"waiting": {"reason": "ImagePullBackOff"}}})], current_hash())
+    assert (result.status, result.reason) == ("Unknown", "Pending")
+    assert "ImagePullBackOff" in result.message
+    assert verification([pod(None)], current_hash()).reason == "Pending"
+    assert verification([], current_hash()).reason == "NoPods"
+
+
+def status(dep: dict[str, Any], pods: list[dict[str, Any]], old: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return compute_status(SPEC, REF, 7, old or [], dep, pods, NOW)
+
+
+def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in result["conditions"]}
+
+
+def test_ready_when_rolled_out_available_and_verified() -> None:
+    result = status(deployment(), [pod({"state": {"terminated": terminated(GOOD)}})])
+    assert conditions(result) == {
+        "ParametersVerified": ("True", "SignatureValid"),
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Ready": ("True", "Serving"),
+    }
+    assert result["observedGeneration"] == 7
+    assert result["ready"] == "2/2"
+    assert result["endpoint"] == "http://iris.ml.svc:80"
+    assert result["selector"] == "app.kubernetes.io/name=model-server,app.kubernetes.io/instance=iris"
+    assert result["verification"]["manifestDigest"] == "sha256:" + "2" * 64
+
+
+def test_bad_new_version_says_why_while_old_pods_keep_serving() -> None:
+    dep = deployment(ready=2, updated=1, available=2, total=3)
+    failing = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(BAD, 1)}}
+    old_serving = pod({"state": {"terminated": terminated(GOOD)}}, spec_hash="0" * 16)
+    result = status(dep, [old_serving, old_serving, pod(failing)])
+    assert conditions(result)["ParametersVerified"] == ("False", "FilesDiffer")
+    assert conditions(result)["Progressing"] == ("True", "RolloutProgressing")
+    assert conditions(result)["Available"] == ("True", "MinimumReplicasAvailable")
+    ready = find(result["conditions"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "FilesDiffer")
+    assert "model.joblib differs" in ready["message"]
+    assert result["verification"] == {"keyFingerprint": "sha256:" + "1" * 64, "manifestDigest": None,
+                                      "verifiedAt": None, "failedFiles": ["model.joblib"]}
+
+
+def test_new_deployment_without_pods_is_progressing() -> None:
+    result = status(deployment(ready=0, updated=0, available=0, total=0, conditions=[]), [])
+    assert conditions(result) == {
+        "ParametersVerified": ("Unknown", "NoPods"),
+        "Available": ("Unknown", "Pending"),
+        "Progressing": ("True", "RolloutProgressing"),
+        "Ready": ("False", "RolloutProgressing"),
+    }
+    assert result["ready"] == "0/2"
+
+
+def test_progress_deadline_exceeded_is_reported() -> None:
+    stuck = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]
+    result = status(deployment(updated=1, conditions=stuck), [])
+    assert conditions(result)["Progressing"] == ("False", "ProgressDeadlineExceeded")
+
+
+def test_recomputing_an_unchanged_state_changes_nothing() -> None:
+    pods = [pod({"state": {"terminated": terminated(GOOD)}})]
+    first = status(deployment(), pods)
+    again = compute_status(SPEC, REF, 7, first["conditions"], deployment(), pods, LATER)
+    assert again == first
+
+
+def test_spec_error_sets_ready_false_spec_invalid() -> None:
+    result = spec_error_status(3, [], "spec.image is not set", NOW)
+    assert result["observedGeneration"] == 3
+    assert conditions(result) == {"Ready": ("False", "SpecInvalid")}
