@@ -19,7 +19,13 @@ $(VENV)/.installed: pyproject.toml
 k8s-binaries: install
 	PYTHON=$(PY) scripts/build-k8s.sh
 
-test: install k8s-binaries
+# MinIO (a real S3-compatible server for the S3 fetch tests), built from the Go module proxy
+# once per machine into ~/.cache/modeldeploy (scripts/build-minio.sh pins the version).
+.PHONY: minio
+minio:
+	scripts/build-minio.sh >/dev/null
+
+test: install k8s-binaries minio
 	$(PY) -m pytest
 
 test-unit: install

@@ -78,10 +78,10 @@ def _unpack_zip(archive: Path, target: Path, budget: Budget) -> None:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 relative = _member_path(info.filename)
-                mode = info.external_attr >> 16
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the creator recorded no type
                 if info.is_dir():
                     (target / relative).mkdir(parents=True, exist_ok=True)
-                elif mode and not stat.S_ISREG(mode):
+                elif kind not in (0, stat.S_IFREG):
                     raise VerificationError(
                         UNSAFE_ARCHIVE, f"archive member {info.filename!r} is a link or special file; only files and directories are allowed", [info.filename]
                     )
