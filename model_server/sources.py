@@ -219,7 +219,7 @@ class _S3:
             retries={"max_attempts": settings.retries + 1, "mode": "standard"},
             s3={"addressing_style": "path" if endpoint else "auto"},
         )
-        self.client: Any = boto3.client("s3", endpoint_url=endpoint, config=config)
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
     def download(self, uri: str, target: Path, budget: Budget) -> Path | None:
         """One object (an archive) to `target/archive`, or every object under the prefix."""

@@ -43,6 +43,13 @@ def model(tmp_path: Path, trained: Path, keys: Keys) -> Path:
     return model_dir
 
 
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """Where the init container installs parameters: a fresh path in an existing directory."""
+    (tmp_path / "pod").mkdir()
+    return tmp_path / "pod" / "model"
+
+
 @dataclass
 class HttpServer:
     """A loopback HTTP server over `root` with misbehaving routes.

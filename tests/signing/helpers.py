@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
@@ -38,3 +42,46 @@ def flip_byte(path: Path, offset: int = 10) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+RECORD_KEYS = {"verified", "reason", "message", "keyFingerprint", "manifestDigest", "failedFiles", "source"}
+
+
+def run_fetch(source: str | Path, dest: Path, public_key: Path, *extra: str | Path) -> tuple[Result, dict[str, Any]]:
+    log = dest.parent / "termination-log"
+    result = cli("fetch", source, "--dest", dest, "--public-key", public_key, "--termination-log", log, *extra)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert set(record) == RECORD_KEYS
+    return result, record
+
+
+def assert_refused(result: Result, record: dict[str, Any], dest: Path, reason: str) -> None:
+    assert result.exit_code == 1
+    assert record["verified"] is False and record["reason"] == reason, record
+    assert reason in result.stderr and result.stderr.count("\n") == 1
+    assert not dest.exists() or not any(dest.iterdir())
+    assert not list(dest.parent.glob(f".{dest.name}.fetch-*")), "staging directory left behind"
+
+
+def assert_installed(result: Result, record: dict[str, Any], dest: Path, keys: Keys) -> None:
+    assert result.exit_code == 0, result.output
+    assert record["verified"] is True and record["reason"] == "SignatureValid"
+    assert record["keyFingerprint"] == keys.fingerprint
+    assert sorted(p.name for p in dest.iterdir()) == ["model.joblib", "model.sig", "model.yaml", "verified-manifest.json"]
+    assert signing.check_manifest(dest).manifest_digest == record["manifestDigest"]
+    assert not list(dest.parent.glob(f".{dest.name}.fetch-*"))
+
+
+def tar_gz(path: Path, members: dict[str, bytes], prefix: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(prefix + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def files_of(model_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}

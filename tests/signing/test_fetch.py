@@ -8,63 +8,13 @@ import shutil
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import Result
 
 from model_server import signing
 
 from .conftest import HttpServer
-from .helpers import Keys, cli, flip_byte
-
-RECORD_KEYS = {"verified", "reason", "message", "keyFingerprint", "manifestDigest", "failedFiles", "source"}
-
-
-def run_fetch(source: str | Path, dest: Path, public_key: Path, *extra: str | Path) -> tuple[Result, dict[str, Any]]:
-    log = dest.parent / "termination-log"
-    result = cli("fetch", source, "--dest", dest, "--public-key", public_key, "--termination-log", log, *extra)
-    lines = log.read_text().splitlines()
-    assert len(lines) == 1
-    record = json.loads(lines[0])
-    assert set(record) == RECORD_KEYS
-    return result, record
-
-
-def assert_refused(result: Result, record: dict[str, Any], dest: Path, reason: str) -> None:
-    assert result.exit_code == 1
-    assert record["verified"] is False and record["reason"] == reason, record
-    assert reason in result.stderr and result.stderr.count("\n") == 1
-    assert not dest.exists() or not any(dest.iterdir())
-    assert not list(dest.parent.glob(f".{dest.name}.fetch-*")), "staging directory left behind"
-
-
-def assert_installed(result: Result, record: dict[str, Any], dest: Path, keys: Keys) -> None:
-    assert result.exit_code == 0, result.output
-    assert record["verified"] is True and record["reason"] == "SignatureValid"
-    assert record["keyFingerprint"] == keys.fingerprint
-    assert sorted(p.name for p in dest.iterdir()) == ["model.joblib", "model.sig", "model.yaml", "verified-manifest.json"]
-    assert signing.check_manifest(dest).manifest_digest == record["manifestDigest"]
-    assert not list(dest.parent.glob(f".{dest.name}.fetch-*"))
-
-
-def tar_gz(path: Path, members: dict[str, bytes], prefix: str = "") -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(prefix + name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def files_of(model_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    (tmp_path / "pod").mkdir()
-    return tmp_path / "pod" / "model"
+from .helpers import Keys, assert_installed, assert_refused, cli, files_of, flip_byte, run_fetch, tar_gz
 
 
 # --- sources that verify ------------------------------------------------------------------
