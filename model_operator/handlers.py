@@ -13,6 +13,7 @@ import collections
 import datetime
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,9 @@ async def _apply_children(
     return applied
 
 
-async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, apply: bool = True) -> Outcome:
+async def reconcile(
+    body: Mapping[str, Any], memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], *, apply: bool = True,
+) -> Outcome:
     """Render, adopt and apply every child of `body` (or only read them), then compute its status.
 
     Raises:
@@ -94,6 +97,7 @@ async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, apply: bool = T
     generation = int(meta.get("generation", 0))
     old_conditions = list((body.get("status") or {}).get("conditions") or [])
     kube: Kube = memo.kube
+    started = time.monotonic()
     async with memo.locks[meta["uid"]]:
         try:
             spec = parse_spec(body["spec"])
@@ -114,6 +118,7 @@ async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, apply: bool = T
             message = f"the API server rejected a child: {_api_message(err)}"
             return Outcome(spec_error_status(generation, old_conditions, message, _now()), message)
     status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
+    logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)
 
 
@@ -132,11 +137,12 @@ def _post_events(body: Mapping[str, Any], outcome: Outcome) -> None:
         post(dict(body), reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
 
 
+@kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Apply a new or changed spec."""
-    outcome = await reconcile(body, memo)
+async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Apply a new or changed spec (and every existing one when the operator starts)."""
+    outcome = await reconcile(body, memo, logger)
     _post_events(body, outcome)
     patch.status.update(outcome.status)
     if outcome.problem:
@@ -145,9 +151,9 @@ async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2)
-async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Catch drift no watch event reported (and re-check status) every minute."""
-    outcome = await reconcile(body, memo)
+    outcome = await reconcile(body, memo, logger)
     _post_events(body, outcome)
     patch.status.update(outcome.status)
 
@@ -174,11 +180,11 @@ def _drifted(event_type: str, seen: Mapping[str, Any], stored: Mapping[str, Any]
 
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
-    async def child_changed(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         owner = await _owner(body, memo)
         if owner is None or type is None:
             return
-        outcome = await reconcile(owner, memo)
+        outcome = await reconcile(owner, memo, logger)
         stored = outcome.applied.get((body["kind"], body.metadata.name))
         if _drifted(type, body, stored):
             verb = "recreated" if type == "DELETED" else "restored"
@@ -192,11 +198,11 @@ for _resource in CHILD_RESOURCES:
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-async def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Refresh the owner's status (e.g. ParametersVerified) when one of its pods changes."""
     owner = await _owner(body, memo)
     if owner is None:
         return
-    outcome = await reconcile(owner, memo, apply=False)
+    outcome = await reconcile(owner, memo, logger, apply=False)
     _post_events(owner, outcome)
     await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)

@@ -125,7 +125,8 @@ class Kube:
 
     def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+            _content_type="application/merge-patch+json",
         )
 
     async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:

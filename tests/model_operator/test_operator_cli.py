@@ -18,3 +18,4 @@ def test_operator_refuses_a_missing_kubeconfig() -> None:
     result = CliRunner().invoke(main, ["operator", "--kubeconfig", "/nonexistent/kubeconfig"])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+

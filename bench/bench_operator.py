@@ -1,0 +1,139 @@
+"""Operator throughput: N ModelDeployments applied -> time until every Deployment exists.
+
+Usage: python bench/bench_operator.py [--count 200] [--timeout 600]
+
+Against the local control plane (devcluster; built and started if needed), with the install
+manifests applied and `modeldeploy operator` running as a child process under its own
+ServiceAccount: creates --count ModelDeployments in a fresh namespace as fast as the API
+server takes them, watches Deployments, and reports the wall time until all exist, the
+per-object latency (create sent -> Deployment ADDED seen), the operator's own reconcile
+durations (from its JSON log) and its resident memory. Bounded by --timeout; the namespace
+is deleted afterwards. No pods run (no kubelet), so this measures the control loop only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+
+from devcluster import ensure_binaries
+from devcluster.cluster import default_state_dir, shared
+from model_operator.localrun import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, OperatorProcess, install
+
+ROOT = Path(__file__).resolve().parents[1]
+RECONCILED = re.compile(r"Reconciled in ([0-9.]+)s \((\d+) children applied\)")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "p50": round(percentile(values, 50), 4), "p99": round(percentile(values, 99), 4),
+            "max": round(max(values), 4), "mean": round(statistics.fmean(values), 4)}
+
+
+def model_deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "iris", "version": "1.0.0"},
+            "parameters": {"source": f"s3://models/{name}/", "publicKey": {"secretName": "key"}},
+            "replicas": 2,
+            "policies": [{"name": "no-tiny", "when": "input.sepal_length < 1.0", "action": "reject"}],
+        },
+    }
+
+
+def watch_deployments(api: client.ApiClient, namespace: str, seen: dict[str, float], stop: threading.Event) -> None:
+    apps = client.AppsV1Api(api)
+    while not stop.is_set():
+        for event in watch.Watch().stream(apps.list_namespaced_deployment, namespace, timeout_seconds=5):
+            name = event["object"].metadata.name
+            if event["type"] == "ADDED" and name not in seen:
+                seen[name] = time.monotonic()
+            if stop.is_set():
+                break
+
+
+def run(count: int, timeout: float) -> dict[str, Any]:
+    ensure_binaries()
+    with shared(default_state_dir(ROOT), owner="bench") as cluster, tempfile.TemporaryDirectory() as tmp:
+        install(cluster.kubectl, cluster.admin_kubeconfig)
+        operator = OperatorProcess(
+            cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT),
+            Path(tmp) / "operator.log", "modeldeploy-server:bench",
+        )
+        operator.start()
+        rss_idle, _ = operator.rss_mib()
+        namespace = f"bench-operator-{uuid.uuid4().hex[:6]}"
+        with cluster.api_client() as api, cluster.api_client() as watch_api:
+            core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+            seen: dict[str, float] = {}
+            stop = threading.Event()
+            watcher = threading.Thread(target=watch_deployments, args=(watch_api, namespace, seen, stop), daemon=True)
+            try:
+                watcher.start()
+                time.sleep(1)
+                sent: dict[str, float] = {}
+                began = time.monotonic()
+                for index in range(count):
+                    name = f"md-{index:04d}"
+                    sent[name] = time.monotonic()
+                    custom.create_namespaced_custom_object(
+                        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", model_deployment(name))
+                created = time.monotonic() - began
+                deadline = began + timeout
+                while len(seen.keys() & sent.keys()) < count and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                done = max(seen.values(), default=began) - began
+                rss, peak = operator.rss_mib()
+            finally:
+                stop.set()
+                core.delete_namespace(namespace)
+                operator.stop()
+        latencies = [seen[name] - sent[name] for name in sent if name in seen]
+        durations = [(float(m[1]), int(m[2])) for r in operator.records()
+                     if (m := RECONCILED.search(r.get("message", "")))]
+    return {
+        "model_deployments": count,
+        "deployments_seen": len(latencies),
+        "create_calls_seconds": round(created, 2),
+        "all_deployments_exist_seconds": round(done, 2) if len(latencies) == count else None,
+        "create_to_deployment_seconds": summary(latencies),
+        "reconcile_apply_seconds": summary([d for d, applied in durations if applied]),
+        "reconcile_status_only_seconds": summary([d for d, applied in durations if not applied]),
+        "operator_rss_mib": {"idle": round(rss_idle, 1), "after": round(rss, 1), "peak": round(peak, 1)},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    args = parser.parse_args()
+    report = run(args.count, args.timeout)
+    print(json.dumps(report, indent=2))
+    return 0 if report["deployments_seen"] == args.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Run the operator as a local child process against a cluster (integration tests, benchmarks).
+
+`install()` applies the install manifests with kubectl; `OperatorProcess` starts
+`modeldeploy operator` with a given kubeconfig (in tests, the operator ServiceAccount's, so
+RBAC applies), waits for kopf's liveness endpoint, and collects its JSON log.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+OPERATOR_NAMESPACE = "modeldeploy-system"
+OPERATOR_SERVICE_ACCOUNT = "modeldeploy-operator"
+
+
+def install(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
+    """Apply the kustomize install, minus the operator Deployment (this process stands in for it)."""
+    base = [str(kubectl), "--kubeconfig", str(kubeconfig)]
+    subprocess.run([*base, "apply", "--server-side", "--force-conflicts", "-k", str(manifests)],
+                   check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run([*base, "-n", OPERATOR_NAMESPACE, "delete", "deployment", OPERATOR_SERVICE_ACCOUNT,
+                    "--ignore-not-found"], check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run([*base, "wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev"],
+                   check=True, capture_output=True, text=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """`modeldeploy operator` as a child process, its JSON log appended to `log`."""
+
+    def __init__(self, kubeconfig: Path, log: Path, server_image: str, peering: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.server_image = server_image
+        self.peering = peering or f"local-{uuid.uuid4().hex[:8]}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the operator and wait until its liveness endpoint answers 200."""
+        port = _free_port()
+        command = [
+            str(Path(sys.executable).parent / "modeldeploy"), "operator",
+            "--kubeconfig", str(self.kubeconfig), "--server-image", self.server_image,
+            "--peering", self.peering, "--liveness", f"http://127.0.0.1:{port}/healthz",
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the operator was not healthy within {timeout}s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """Terminate the operator (SIGTERM, then SIGKILL after 20 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records written so far."""
+        if not self.log.exists():
+            return []
+        records = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
+
+    def rss_mib(self) -> tuple[float, float]:
+        """(current, peak) resident memory of the operator process in MiB."""
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines() if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
