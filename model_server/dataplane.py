@@ -153,8 +153,8 @@ class DataPlane:
             ModelNotFound, ModelNotReady, PolicyRejected, PredictionFailed.
         """
         model = self.get_model(name)
-        if not model.ready or self.batcher is None:
-            raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()}{', draining' if model.draining else ''})")
+        if not model.loaded or self.batcher is None:
+            raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()})")
         try:
             outputs = await self.batcher.submit(rows)
         except Exception as err:

@@ -56,8 +56,14 @@ class ServedModel:
         return self.state is not State.FAILED
 
     @property
+    def loaded(self) -> bool:
+        """The model can predict (still true while draining, so in-flight traffic completes)."""
+        return self.state is State.READY
+
+    @property
     def ready(self) -> bool:
-        return self.state is State.READY and not self.draining
+        """Readiness: loaded and not draining."""
+        return self.loaded and not self.draining
 
     def load(self) -> None:
         """Compile policies, check the manifest, load the flavor; record the outcome.

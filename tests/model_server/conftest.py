@@ -162,17 +162,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1."""
+    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured)."""
 
     def __init__(self, model_dir: Path, config: dict[str, Any] | None, workdir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"server-{self.port}.log"
+        config_path = workdir / f"server-{self.port}.yaml"
+        config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
         args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
-        if config is not None:
-            config_path = workdir / f"server-{self.port}.yaml"
-            config_path.write_text(yaml.safe_dump(config))
-            args += ["--config", str(config_path)]
+        args += ["--config", str(config_path)]
         args += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
@@ -198,8 +197,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
+        """SIGTERM, as the kubelet sends; returns the exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -282,3 +282,13 @@ async def test_openapi_documents_the_input_schema(iris_dir: Path) -> None:
         assert (await client.get("/docs")).status_code == 200
 
 
+
+
+async def test_ready_false_while_draining_but_predictions_still_served(iris_dir: Path) -> None:
+    async with app_client(iris_dir) as client:
+        dataplane = client._transport.app.state.dataplane  # type: ignore[attr-defined]
+        dataplane.drain()
+        assert (await client.get("/api/health/ready")).status_code == 503
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        assert (await client.get("/api/health")).status_code == 200
+        assert (await client.post(PREDICT, json=SETOSA)).status_code == 200
