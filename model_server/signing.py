@@ -183,19 +183,19 @@ def verify(
         config.set_hashing_config(hashing_config).verify(model_dir, signature)
     except InvalidSignature as err:
         raise VerificationError(
-            SIGNATURE_INVALID, f"signature {signature.name} does not verify with key {fingerprint(key)}"
+            SIGNATURE_INVALID, f"the signature does not verify with the trusted key {fingerprint(key)}"
         ) from err
     except ValueError as err:
         text = str(err)
         if text.startswith("Key mismatch"):
             raise VerificationError(
-                KEY_MISMATCH, f"signature {signature.name} was made by another key than {fingerprint(key)}"
+                KEY_MISMATCH, f"the signature was made by another key than the trusted key {fingerprint(key)}"
             ) from err
         if text.startswith("Signature mismatch"):
             raise _files_differ(statement.files, _hash(model_dir, hashing_config), "signed manifest") from err
         if text.startswith("Cannot use"):  # a symlink or special file in the tree
             raise VerificationError(FILES_DIFFER, text) from err
-        raise VerificationError(SIGNATURE_MALFORMED, f"signature {signature.name}: {text}") from err
+        raise VerificationError(SIGNATURE_MALFORMED, f"the signature is not valid: {text}") from err
     return VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files)
 
 

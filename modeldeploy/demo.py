@@ -1,0 +1,166 @@
+"""`make demo`: train the iris example, sign it, fetch and verify it, and watch tampering fail.
+
+Everything runs in a temporary directory on this machine: the parameters are published
+as `iris-1.0.0.tar.gz` + `iris-1.0.0.tar.gz.sig` on a loopback HTTP server (standing in
+for S3), fetched the way the init container does, and re-checked the way the model server
+does before loading. Then a tampered archive and a wrong key are refused, leaving the
+destination empty.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from model_server import fetch, signing
+from model_server.signing import VerificationError
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console(highlight=False)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """A loopback HTTP server over `root`; yields its base URL."""
+    handler = partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_keys(directory: Path) -> tuple[Path, Path, str]:
+    directory.mkdir()
+    key = signing.generate_key()
+    private, public = directory / "private.pem", directory / "public.pem"
+    private.write_bytes(signing.private_key_pem(key))
+    private.chmod(0o600)
+    public.write_bytes(signing.public_key_pem(key.public_key()))
+    return private, public, signing.fingerprint(key.public_key())
+
+
+def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None) -> Path:
+    """Tar the parameters (not the signature), optionally swapping some files' contents."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            if path.name == signing.SIGNATURE:
+                continue
+            data = (replace or {}).get(path.name, path.read_bytes())
+            info = tarfile.TarInfo(path.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def attempt(source: str, dest: Path, public_key: Path) -> dict[str, object]:
+    """One init-container run: the termination record it would leave."""
+    try:
+        result: signing.VerifiedModel | VerificationError = fetch.fetch(source, dest, public_key)
+    except VerificationError as err:
+        result = err
+    return fetch.termination_record(source, result, signing.fingerprint(signing.load_public_key(public_key)))
+
+
+def step(title: str) -> None:
+    console.print(f"\n[bold cyan]▶ {title}[/]")
+
+
+def show_record(record: dict[str, object], dest: Path) -> None:
+    """The outcome, what DEST holds, and the termination log the operator would read."""
+    mark = "[green]✓ verified[/]" if record["verified"] else "[red]✗ refused[/]"
+    contents = sorted(p.name for p in dest.iterdir()) if dest.exists() else []
+    console.print(f"  {mark}  [bold]{record['reason']}[/]: {record['message']}")
+    console.print(f"  {dest.name}/ holds: {', '.join(contents) or '[bold]nothing[/]'}")
+    console.print(f"  [dim]termination log: {json.dumps(record, sort_keys=True)}[/]", soft_wrap=True)
+
+
+def main() -> int:
+    console.print(Panel.fit("modeldeploy demo: signed model parameters, verified before anything loads them"))
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
+        work = Path(tmp)
+
+        step("Train the iris example (scikit-learn, no download)")
+        model = work / "iris"
+        subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True, capture_output=True)
+        console.print(f"  wrote {', '.join(sorted(p.name for p in model.iterdir()))}")
+
+        step("modeldeploy keygen: an EC P-256 key pair (the private key stays where training happens)")
+        private, public, key_fingerprint = write_keys(work / "keys")
+        _, other_public, _ = write_keys(work / "other-keys")
+        console.print(f"  public key fingerprint {key_fingerprint}")
+
+        step("modeldeploy sign: an OpenSSF Model Signing bundle over every file")
+        signature = signing.sign(model, private)
+        console.print(f"  {signature.name}, manifest {signing.signed_digest(signature)}")
+
+        step("Publish iris-1.0.0.tar.gz and its .sig on a loopback HTTP server (standing in for S3)")
+        bucket = work / "bucket"
+        bucket.mkdir()
+        pack(model, bucket / "iris-1.0.0.tar.gz")
+        (bucket / "iris-1.0.0.tar.gz.sig").write_bytes(signature.read_bytes())
+        joblib_bytes = bytearray((model / "model.joblib").read_bytes())
+        joblib_bytes[len(joblib_bytes) // 2] ^= 0x01
+        pack(model, bucket / "tampered.tar.gz", {"model.joblib": bytes(joblib_bytes)})
+        (bucket / "tampered.tar.gz.sig").write_bytes(signature.read_bytes())
+
+        pod = work / "pod"
+        pod.mkdir()
+        with serve_directory(bucket) as url:
+            step("modeldeploy fetch: download, verify, then install atomically (the init container)")
+            good = pod / "model"
+            show_record(attempt(f"{url}/iris-1.0.0.tar.gz", good, public), good)
+
+            step("The model server re-checks the verified manifest before loading")
+            console.print(f"  [green]✓[/] check_manifest: {len(signing.check_manifest(good).files)} files match")
+
+            step("A tampered copy (one byte of model.joblib flipped, same signature)")
+            tampered_dest = pod / "tampered"
+            tampered = attempt(f"{url}/tampered.tar.gz", tampered_dest, public)
+            show_record(tampered, tampered_dest)
+
+            step("The genuine archive checked with the wrong public key")
+            wrong_dest = pod / "wrong-key"
+            wrong = attempt(f"{url}/iris-1.0.0.tar.gz", wrong_dest, other_public)
+            show_record(wrong, wrong_dest)
+
+        step("Tampering after install: the server refuses to load")
+        (good / "model.joblib").write_bytes(bytes(joblib_bytes))
+        try:
+            signing.check_manifest(good)
+            console.print("  [red]tampering after install went unnoticed[/]")
+            return 1
+        except VerificationError as err:
+            console.print(f"  [red]✗ refused[/]  {err}")
+
+        refused = not tampered["verified"] and not wrong["verified"]
+        console.print(
+            Panel.fit("[green]demo passed: verified parameters installed, every tampered input refused[/]"
+                      if refused else "[red]demo failed: a tampered input was accepted[/]")
+        )
+        return 0 if refused else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""`make demo` (for now): trains, signs, fetches, and shows tampering refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy import demo
+
+
+def test_demo_installs_verified_parameters_and_refuses_tampering(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    assert "SignatureValid" in out and "FilesDiffer" in out and "KeyMismatch" in out
+    assert "demo passed" in out
