@@ -41,6 +41,11 @@ def unpack(archive: Path, target: Path, budget: Budget) -> Path:
     return target
 
 
+def _is_root(name: str) -> bool:
+    """`.` or `./`: the archive's own top directory (`tar czf x.tar.gz -C dir .`)."""
+    return all(part in ("", ".") for part in name.split("/"))
+
+
 def _member_path(name: str) -> PurePosixPath:
     try:
         return safe_relative(name)
@@ -56,12 +61,15 @@ def _unpack_tar(archive: Path, target: Path, budget: Budget) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
+                if member.isdir() and _is_root(member.name):
+                    continue
                 relative = _member_path(member.name)
                 if member.isdir():
                     (target / relative).mkdir(parents=True, exist_ok=True)
                 elif member.isreg():
                     stream = tar.extractfile(member)
-                    assert stream is not None  # regular members always have data
+                    if stream is None:
+                        raise VerificationError(SOURCE_INVALID, f"archive member {member.name!r} has no data")
                     (target / relative).unlink(missing_ok=True)
                     write_chunks(_chunks(stream), target / relative, budget, f"archive member {member.name}")
                 else:
@@ -77,6 +85,8 @@ def _unpack_zip(archive: Path, target: Path, budget: Budget) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
+                if info.is_dir() and _is_root(info.filename):
+                    continue
                 relative = _member_path(info.filename)
                 kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the creator recorded no type
                 if info.is_dir():

@@ -33,6 +33,13 @@ def test_file_uri_tar_gz_with_top_level_directory(model: Path, dest: Path, keys:
     assert_installed(*run_fetch(f"file://{archive}", dest, keys.public), dest, keys)
 
 
+def test_tar_of_dot_made_with_tar_c_dir_dot(model: Path, dest: Path, keys: Keys, tmp_path: Path) -> None:
+    archive = tmp_path / "iris.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model, arcname=".")
+    assert_installed(*run_fetch(archive, dest, keys.public), dest, keys)
+
+
 def test_zip_with_signature_beside_it(model: Path, dest: Path, keys: Keys, tmp_path: Path) -> None:
     archive = tmp_path / "iris.zip"
     with zipfile.ZipFile(archive, "w") as zf:
