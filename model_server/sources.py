@@ -103,8 +103,9 @@ def scheme_of(uri: str) -> str:
 
 
 def local_path(uri: str) -> Path:
-    """The filesystem path of a `file://` URI or a plain path."""
-    return Path(unquote(urlsplit(uri).path)) if uri.startswith("file:") else Path(uri)
+    """The filesystem path of a `file://` URI or a plain path, its own symlinks resolved
+    (links inside a source directory are still refused)."""
+    return (Path(unquote(urlsplit(uri).path)) if uri.startswith("file:") else Path(uri)).resolve()
 
 
 def download(uri: str, target: Path, budget: Budget, settings: Settings) -> Path | None:

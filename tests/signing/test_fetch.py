@@ -40,6 +40,12 @@ def test_tar_of_dot_made_with_tar_c_dir_dot(model: Path, dest: Path, keys: Keys,
     assert_installed(*run_fetch(archive, dest, keys.public), dest, keys)
 
 
+def test_source_path_that_is_a_symlink_is_followed(model: Path, dest: Path, keys: Keys, tmp_path: Path) -> None:
+    archive = tar_gz(tmp_path / "iris-1.0.0.tar.gz", files_of(model))
+    (tmp_path / "current.tar.gz").symlink_to(archive)
+    assert_installed(*run_fetch(tmp_path / "current.tar.gz", dest, keys.public), dest, keys)
+
+
 def test_zip_with_signature_beside_it(model: Path, dest: Path, keys: Keys, tmp_path: Path) -> None:
     archive = tmp_path / "iris.zip"
     with zipfile.ZipFile(archive, "w") as zf:
