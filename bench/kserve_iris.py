@@ -1,0 +1,35 @@
+"""KServe's Python model server around the iris joblib, for bench_server (runs in its own venv).
+
+Usage: python kserve_iris.py MODEL_DIR HTTP_PORT GRPC_PORT
+Serves the v1 protocol (`POST /v1/models/iris:predict` with `{"instances": [[...]]}`) and v2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import kserve
+
+
+class IrisModel(kserve.Model):
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__("iris")
+        self.model_dir = model_dir
+        self.estimator: Any = None
+        self.load()
+
+    def load(self) -> bool:
+        self.estimator = joblib.load(self.model_dir / "model.joblib")
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"predictions": self.estimator.predict(payload["instances"]).tolist()}
+
+
+if __name__ == "__main__":
+    model_dir, http_port, grpc_port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1).start([IrisModel(model_dir)])
