@@ -1,0 +1,175 @@
+"""`modeldeploy loadtest TARGET`: load a served model, show progress, gate on SLOs, write a report.
+
+Thin: parses options, wires target, inputs, engine, stats, gates and report together,
+and does the terminal I/O. Exit code 1 when a gate fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from modeldeploy.loadtest.engine import Load, LoadGenerator
+from modeldeploy.loadtest.gates import Gates, evaluate_gates
+from modeldeploy.loadtest.inputs import InputFileError, UnsupportedSchema, generate_bodies, read_jsonl
+from modeldeploy.loadtest.report import format_summary, write_report
+from modeldeploy.loadtest.stats import Recorder, second_summary, summarize
+from modeldeploy.loadtest.target import TargetError, fetch_model_info, resolve_target
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+REFRESH_S = 0.5
+DEFAULT_USERS = 10
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `1m30s`, `500ms`, `2h` or plain seconds (`45`) -> seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (try 30s, 2m, 1m30s, 500ms)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+def progress_table(generator: LoadGenerator, recorder: Recorder) -> Table:
+    """The live view: elapsed time, last second's rate and p50/p99, totals and errors."""
+    elapsed = generator.elapsed
+    last = int(elapsed) - 1
+    current = second_summary(last, recorder.buckets[last]) if last in recorder.buckets else None
+    total = sum(b.requests for b in recorder.buckets.values())
+    failures = sum(b.failures for b in recorder.buckets.values())
+    table = Table(title="modeldeploy loadtest", show_header=True)
+    for column in ("elapsed", "req/s", "p50", "p99", "requests", "errors", "in flight"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{min(elapsed, generator.load.duration_s):.0f}/{generator.load.duration_s:.0f} s",
+        f"{current.requests:,}" if current else "-",
+        f"{current.p50_ms:.1f} ms" if current else "-",
+        f"{current.p99_ms:.1f} ms" if current else "-",
+        f"{total:,}",
+        f"[red]{failures:,}[/red]" if failures else "0",
+        f"{generator.in_flight:,}",
+    )
+    return table
+
+
+async def run_with_progress(generator: LoadGenerator, recorder: Recorder, console: Console) -> float:
+    """Run the test; Ctrl-C ends it early; a live table refreshes while it runs on a terminal."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, generator.stop)
+    task = asyncio.create_task(generator.run())
+    if console.is_terminal:
+        with Live(progress_table(generator, recorder), console=console, auto_refresh=False) as live:
+            while not task.done():
+                await asyncio.wait([task], timeout=REFRESH_S)
+                live.update(progress_table(generator, recorder), refresh=True)
+    duration = await task
+    loop.remove_signal_handler(signal.SIGINT)
+    return duration
+
+
+@click.command()
+@click.argument("target")
+@click.option("-n", "--namespace", help="Namespace of md/NAME (default: the kubeconfig's).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="For md/NAME (default: $KUBECONFIG or ~/.kube/config).")
+@click.option("--model", help="Model name (default: the only model the server serves, or md/NAME's spec.model.name).")
+@click.option("--users", type=click.IntRange(min=1), help="Closed model: this many connections, each sending its next request on each answer. [default: 10 when --rate is not given]")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open model: requests per second, whatever the latency.")
+@click.option("--duration", type=Duration(), default="30s", show_default=True)
+@click.option("--ramp", type=Duration(), default="0s", show_default=True, help="Rise to --users/--rate linearly over this long.")
+@click.option("--timeout", type=Duration(), default="10s", show_default=True, help="A request without an answer this long fails.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True, help="Open model: connection cap.")
+@click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file of request bodies (default: generated from the model's input schema).")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="How many distinct bodies to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated bodies.")
+@click.option("--p99-ms", type=float, help="Gate: p99 latency at most this many ms.")
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), help="Gate: failed fraction at most this (0.01 = 1 %).")
+@click.option("--min-rps", type=float, help="Gate: at least this many requests/s.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Write report.json, timeline.csv and report.html here.")
+def loadtest(
+    target: str,
+    namespace: str | None,
+    kubeconfig: str | None,
+    model: str | None,
+    users: int | None,
+    rate: float | None,
+    duration: float,
+    ramp: float,
+    timeout: float,
+    max_connections: int,
+    input_file: Path | None,
+    samples: int,
+    seed: int,
+    p99_ms: float | None,
+    max_error_rate: float | None,
+    min_rps: float | None,
+    report_dir: Path | None,
+) -> None:
+    """Load TARGET (a server URL or md/NAME) with predictions; exit 1 when a gate fails."""
+    console = Console(stderr=True)
+    try:
+        resolved = resolve_target(target, namespace, kubeconfig)
+        info = fetch_model_info(resolved.endpoints[0], model or resolved.model, timeout)
+        bodies = read_jsonl(input_file) if input_file else generate_bodies(info.input_schema, samples, seed)
+    except (TargetError, InputFileError, UnsupportedSchema) as err:
+        raise click.ClickException(str(err)) from err
+    try:
+        load = Load(duration, users=users if users or rate else DEFAULT_USERS, rate=rate, ramp_s=ramp,
+                    timeout_s=timeout, max_connections=max_connections)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    recorder = Recorder()
+    generator = LoadGenerator(resolved.endpoints, f"/api/models/{info.name}/prediction", bodies, load, recorder)
+    started = datetime.now(timezone.utc)
+    console.print(f"loading {info.name} at {', '.join(e.url for e in resolved.endpoints)} for {duration:g}s")
+    elapsed = uvloop.run(run_with_progress(generator, recorder, console))
+
+    stats = summarize(recorder, elapsed)
+    gates = Gates(p99_ms, max_error_rate, min_rps)
+    failures = evaluate_gates(stats, gates)
+    click.echo(format_summary(stats, failures))
+    if report_dir is not None:
+        meta = {
+            "target": target,
+            "endpoints": [e.url for e in resolved.endpoints],
+            "model": info.name,
+            "startedAt": started.isoformat(timespec="seconds"),
+            "load": f"{load.users} users" if load.users else f"{load.rate:g} req/s",
+            "duration_s": duration,
+            "ramp_s": ramp,
+            "inputs": str(input_file) if input_file else f"{samples} generated from the input schema (seed {seed})",
+        }
+        paths = write_report(report_dir, stats, gates, failures, meta)
+        console.print("report: " + ", ".join(str(p) for p in paths))
+    if failures:
+        raise SystemExit(1)

@@ -1,0 +1,184 @@
+"""What a load test says: the terminal summary and the report files (JSON, CSV, HTML).
+
+`format_summary` and the `render_*` functions are pure (data in, text out);
+`write_report` only writes what they render. The HTML page is self-contained (inline
+SVG, no scripts, no CDN) so it opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from modeldeploy.loadtest.gates import GateFailure, Gates
+from modeldeploy.loadtest.stats import Second, Stats
+
+REPORT_JSON, TIMELINE_CSV, REPORT_HTML = "report.json", "timeline.csv", "report.html"
+CSV_COLUMNS = ("t_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
+COLOURS = ("#1f77b4", "#ff7f0e", "#d62728", "#2ca02c")
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f} ms"
+
+
+def summary_rows(stats: Stats) -> list[tuple[str, str]]:
+    """The figures of the final table, as (label, value) pairs."""
+    lat = stats.latency_ms
+    rows = [
+        ("requests", f"{stats.requests:,}"),
+        ("duration", f"{stats.duration_s:.1f} s"),
+        ("throughput", f"{stats.rps:,.1f} req/s"),
+        ("failures", f"{stats.failures:,} ({stats.error_rate:.2%})"),
+        ("latency p50", _ms(lat.p50)),
+        ("latency p90", _ms(lat.p90)),
+        ("latency p95", _ms(lat.p95)),
+        ("latency p99", _ms(lat.p99)),
+        ("latency max", _ms(lat.max)),
+    ]
+    rows += [(f"error {kind}", f"{count:,}") for kind, count in stats.errors.items()]
+    return rows
+
+
+def format_summary(stats: Stats, failures: Sequence[GateFailure]) -> str:
+    """The final table and verdict as plain text."""
+    rows = summary_rows(stats)
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines += [f"FAIL {f.message}" for f in failures] or ["PASS all gates"]
+    return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities become null, since JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def render_json(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
+    """report.json: the test's settings, its summary, timeline and gate results."""
+    document = {
+        "meta": meta,
+        "passed": not failures,
+        "gates": {k: v for k, v in vars(gates).items() if v is not None},
+        "gateFailures": [{"gate": f.gate, "limit": f.limit, "actual": f.actual, "message": f.message} for f in failures],
+        "stats": stats.to_dict(),
+    }
+    return json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n"
+
+
+def render_csv(timeline: Sequence[Second]) -> str:
+    """timeline.csv: one row per second of the test."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for s in timeline:
+        writer.writerow([s.t, s.requests, s.failures, *("" if math.isnan(v) else f"{v:.3f}" for v in (s.p50_ms, s.p95_ms, s.p99_ms))])
+    return out.getvalue()
+
+
+def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, float]]]) -> str:
+    """A line chart as inline SVG: one polyline per series over a shared x (seconds) axis."""
+    width, height, left, right, top, bottom = 720, 260, 64, 130, 28, 36
+    points = [p for values in series.values() for p in values if math.isfinite(p[1])]
+    x_max = max((x for x, _ in points), default=1.0) or 1.0
+    y_max = max((y for _, y in points), default=1.0) * 1.1 or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + x / x_max * plot_w
+
+    def sy(y: float) -> float:
+        return top + plot_h - y / y_max * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{left}" y="18" font-weight="bold">{escape(title)}</text>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">time (s)</text>',
+    ]
+    for i in range(5):
+        y = y_max * i / 4
+        parts.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{left + plot_w}" y2="{sy(y):.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.4g} {escape(unit)}</text>')
+    for i in range(6):
+        x = x_max * i / 5
+        parts.append(f'<text x="{sx(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:.0f}</text>')
+    for n, (name, values) in enumerate(series.items()):
+        colour = COLOURS[n % len(COLOURS)]
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values if math.isfinite(y))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>')
+        legend_y = top + 16 * n + 8
+        parts.append(f'<rect x="{left + plot_w + 12}" y="{legend_y - 9}" width="12" height="12" fill="{colour}"/>')
+        parts.append(f'<text x="{left + plot_w + 30}" y="{legend_y + 2}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
+    """report.html: settings, verdict, summary table, latency-over-time and throughput charts."""
+    verdict = "FAILED" if failures else "PASSED"
+    setting_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in meta.items())
+    summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(stats))
+    gate_items = "".join(f"<li class=fail>{escape(f.message)}</li>" for f in failures)
+    checked = ", ".join(f"{k} = {v:g}" for k, v in vars(gates).items() if v is not None) or "none"
+    timeline = stats.timeline
+    latency = render_svg_chart(
+        "Latency over time",
+        "ms",
+        {name: [(s.t, getattr(s, attr)) for s in timeline] for name, attr in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))},
+    )
+    throughput = render_svg_chart(
+        "Throughput",
+        "req/s",
+        {"requests/s": [(s.t, s.requests) for s in timeline], "failures/s": [(s.t, s.failures) for s in timeline]},
+    )
+    samples = "".join(
+        f"<tr><th>{escape(kind)}</th><td><code>{escape(text)}</code></td></tr>" for kind, text in stats.error_samples.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Load test: {verdict}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
+.PASSED {{ color: #2ca02c; }} .FAILED, .fail {{ color: #d62728; }}
+svg text {{ font-size: 11px; }}
+</style></head><body>
+<h1>Load test <span class="{verdict}">{verdict}</span></h1>
+<h2>Settings</h2><table>{setting_rows}</table>
+<h2>Gates</h2><p>Checked: {escape(checked)}</p><ul>{gate_items}</ul>
+<h2>Summary</h2><table>{summary}</table>
+<h2>Over time</h2>
+{latency}
+{throughput}
+<h2>Error samples</h2><table>{samples}</table>
+</body></html>
+"""
+
+
+def write_report(
+    directory: Path, stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]
+) -> list[Path]:
+    """Write report.json, timeline.csv and report.html into `directory` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        REPORT_JSON: render_json(stats, gates, failures, meta),
+        TIMELINE_CSV: render_csv(stats.timeline),
+        REPORT_HTML: render_html(stats, gates, failures, meta),
+    }
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return [directory / name for name in files]
