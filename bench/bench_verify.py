@@ -63,11 +63,14 @@ def measure(root: Path, public_key: Path, repeat: int) -> dict[str, float]:
     size = sum(p.stat().st_size for p in root.iterdir() if p.name not in signing.UNSIGNED)
     verified = signing.verify(root, public_key)  # also warms the page cache
     signing.write_verified_manifest(root, verified, signing.signed_serialization(root / signing.SIGNATURE))
-    best = best_interleaved(repeat, {
-        "sha256": lambda: sha256_baseline(root),
-        "verify": lambda: signing.verify(root, public_key),
-        "check": lambda: signing.check_manifest(root),
-    })
+    best = best_interleaved(
+        repeat,
+        {
+            "sha256": lambda: sha256_baseline(root),
+            "verify": lambda: signing.verify(root, public_key),
+            "check": lambda: signing.check_manifest(root),
+        },
+    )
     baseline, verify, check = best["sha256"], best["verify"], best["check"]
     mib = size / (1 << 20)
     return {

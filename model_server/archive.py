@@ -50,7 +50,9 @@ def _member_path(name: str) -> PurePosixPath:
     try:
         return safe_relative(name)
     except ValueError as err:
-        raise VerificationError(UNSAFE_ARCHIVE, f"archive member {name!r} points outside the destination", [name]) from err
+        raise VerificationError(
+            UNSAFE_ARCHIVE, f"archive member {name!r} points outside the destination", [name]
+        ) from err
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -75,7 +77,9 @@ def _unpack_tar(archive: Path, target: Path, budget: Budget) -> None:
                 else:
                     kind = "link" if member.issym() or member.islnk() else "device or FIFO"
                     raise VerificationError(
-                        UNSAFE_ARCHIVE, f"archive member {member.name!r} is a {kind}; only files and directories are allowed", [member.name]
+                        UNSAFE_ARCHIVE,
+                        f"archive member {member.name!r} is a {kind}; only files and directories are allowed",
+                        [member.name],
                     )
     except (tarfile.TarError, EOFError, OSError) as err:
         raise VerificationError(SOURCE_INVALID, f"{archive.name} is a damaged tar archive: {err}") from err
@@ -93,7 +97,10 @@ def _unpack_zip(archive: Path, target: Path, budget: Budget) -> None:
                     (target / relative).mkdir(parents=True, exist_ok=True)
                 elif kind not in (0, stat.S_IFREG):
                     raise VerificationError(
-                        UNSAFE_ARCHIVE, f"archive member {info.filename!r} is a link or special file; only files and directories are allowed", [info.filename]
+                        UNSAFE_ARCHIVE,
+                        f"archive member {info.filename!r} is a link or special file; "
+                        "only files and directories are allowed",
+                        [info.filename],
                     )
                 else:
                     with zf.open(info) as stream:

@@ -17,8 +17,15 @@ PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
 
 
 @click.command()
-@click.option("--private-key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PEM file to create (mode 0600).")
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PEM file to create.")
+@click.option(
+    "--private-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="PEM file to create (mode 0600).",
+)
+@click.option(
+    "--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PEM file to create."
+)
 @click.option("--curve", type=click.Choice(sorted(signing.CURVES)), default="p256", show_default=True)
 @click.option("--password", envvar=PASSWORD_ENV, default=None, help=f"Encrypt the private key (or set {PASSWORD_ENV}).")
 def keygen(private_key: Path, public_key: Path, curve: str, password: str | None) -> None:
@@ -37,8 +44,12 @@ def keygen(private_key: Path, public_key: Path, curve: str, password: str | None
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--private-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig.")
-@click.option("--password", envvar=PASSWORD_ENV, default=None, help=f"The private key's password (or set {PASSWORD_ENV}).")
+@click.option(
+    "--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig."
+)
+@click.option(
+    "--password", envvar=PASSWORD_ENV, default=None, help=f"The private key's password (or set {PASSWORD_ENV})."
+)
 def sign(model_dir: Path, private_key: Path, signature: Path | None, password: str | None) -> None:
     """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
     try:
@@ -51,7 +62,9 @@ def sign(model_dir: Path, private_key: Path, signature: Path | None, password: s
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig.")
+@click.option(
+    "--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig."
+)
 def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     """Exit 0 when MODEL_DIR matches its signature made with PUBLIC_KEY's private key."""
     try:
@@ -59,7 +72,8 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     except signing.VerificationError as err:
         click.echo(f"verification failed: {err}", err=True)
         raise SystemExit(1) from err
-    click.echo(f"verified {len(verified.files)} files with key {verified.key_fingerprint} (manifest {verified.manifest_digest})")
+    files, key, digest = len(verified.files), verified.key_fingerprint, verified.manifest_digest
+    click.echo(f"verified {files} files with key {key} (manifest {digest})")
 
 
 @click.command()
@@ -68,12 +82,26 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
 @click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--signature-uri", default=None, help="Default: model.sig inside SOURCE, or SOURCE.sig.")
 @click.option("--sha256", default=None, help="Pin the signed manifest's digest.")
-@click.option("--termination-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Default: /dev/termination-log when it exists.")
-@click.option("--max-bytes", type=click.IntRange(min=1), default=sources.Settings.max_bytes, show_default=True,
-              help="Refuse downloads and unpacked trees larger than this.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=sources.Settings.timeout, show_default=True,
-              help="Network timeout in seconds.")
+@click.option(
+    "--termination-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Default: /dev/termination-log when it exists.",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=sources.Settings.max_bytes,
+    show_default=True,
+    help="Refuse downloads and unpacked trees larger than this.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=sources.Settings.timeout,
+    show_default=True,
+    help="Network timeout in seconds.",
+)
 def fetch(
     source: str,
     dest: Path,

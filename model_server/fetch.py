@@ -42,7 +42,7 @@ def fetch(
     public_key: str | Path,
     signature_uri: str | None = None,
     sha256: str | None = None,
-    settings: sources.Settings = sources.Settings(),
+    settings: sources.Settings | None = None,
 ) -> VerifiedModel:
     """Download SOURCE, verify it with `public_key`, and install it atomically at `dest`.
 
@@ -53,7 +53,7 @@ def fetch(
         signature_uri: where the signature is; default `model.sig` inside SOURCE
             (for an archive: inside the unpacked tree, else `SOURCE.sig`).
         sha256: pin the signed manifest's root digest (hex, `sha256:` optional).
-        settings: size limit, timeouts and retries.
+        settings: size limit, timeouts and retries (default `sources.Settings()`).
 
     Returns:
         What was verified; DEST then holds the parameters, `model.sig` and the verified manifest.
@@ -62,6 +62,7 @@ def fetch(
         VerificationError: nothing was installed, and `reason` says why.
     """
     dest = Path(dest)
+    settings = settings or sources.Settings()
     _check_destination(dest)
     signing.load_public_key(public_key)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
@@ -84,7 +85,9 @@ def fetch(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def termination_record(source: str, result: VerifiedModel | VerificationError, key_fingerprint: str | None) -> dict[str, Any]:
+def termination_record(
+    source: str, result: VerifiedModel | VerificationError, key_fingerprint: str | None
+) -> dict[str, Any]:
     """The init container's result as the operator reads it (one JSON object)."""
     if isinstance(result, VerifiedModel):
         return {

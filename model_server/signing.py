@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable
@@ -91,9 +92,7 @@ def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
 def private_key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
     """PKCS#8 PEM of `key`, encrypted when a password is given."""
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password.encode())
-        if password
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
@@ -143,11 +142,10 @@ def sign(
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
-    hashing_config = hashing.Config().set_ignored_paths(
-        paths=_ignored(model_dir, signature), ignore_git_paths=False
-    )
+    hashing_config = hashing.Config().set_ignored_paths(paths=_ignored(model_dir, signature), ignore_git_paths=False)
     signing.Config().use_elliptic_key_signer(
-        private_key=private_key_path, password=password.encode() if password else None  # type: ignore[arg-type]
+        private_key=private_key_path,
+        password=password.encode() if password else None,  # type: ignore[arg-type]
     ).set_hashing_config(hashing_config).sign(model_dir, signature)
     return signature
 
@@ -247,10 +245,8 @@ def check_manifest(model_dir: str | Path) -> VerifiedModel:
 def _ignored(model_dir: Path, signature: Path) -> list[str]:
     """Paths (relative to `model_dir`) never part of what is signed."""
     ignored = list(UNSIGNED)
-    try:
+    with contextlib.suppress(ValueError):  # a signature outside the directory
         ignored.append(signature.resolve().relative_to(model_dir.resolve()).as_posix())
-    except ValueError:
-        pass
     return ignored
 
 

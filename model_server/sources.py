@@ -175,24 +175,26 @@ def _http_get(url: str, target: Path, budget: Budget, settings: Settings) -> Pat
         mark = budget.used
         target.unlink(missing_ok=True)
         try:
-            with httpx.Client(timeout=settings.timeout, follow_redirects=True) as client:
-                with client.stream("GET", url) as response:
-                    if response.status_code == 404:
-                        raise VerificationError(SOURCE_NOT_FOUND, f"{shown}: HTTP 404 Not Found")
-                    if response.status_code in RETRYABLE_STATUS:
-                        problem = f"HTTP {response.status_code} {response.reason_phrase}"
-                        continue
-                    if response.is_error:
-                        raise VerificationError(
-                            DOWNLOAD_FAILED, f"{shown}: HTTP {response.status_code} {response.reason_phrase}"
-                        )
-                    length = int(response.headers.get("content-length", 0))
-                    if length > budget.max_bytes - budget.used:
-                        raise VerificationError(
-                            TOO_LARGE, f"{shown} is {length} bytes, over the size limit of {budget.max_bytes} bytes"
-                        )
-                    write_chunks(response.iter_bytes(CHUNK), target, budget, shown)
-                    return target
+            with (
+                httpx.Client(timeout=settings.timeout, follow_redirects=True) as client,
+                client.stream("GET", url) as response,
+            ):
+                if response.status_code == 404:
+                    raise VerificationError(SOURCE_NOT_FOUND, f"{shown}: HTTP 404 Not Found")
+                if response.status_code in RETRYABLE_STATUS:
+                    problem = f"HTTP {response.status_code} {response.reason_phrase}"
+                    continue
+                if response.is_error:
+                    raise VerificationError(
+                        DOWNLOAD_FAILED, f"{shown}: HTTP {response.status_code} {response.reason_phrase}"
+                    )
+                length = int(response.headers.get("content-length", 0))
+                if length > budget.max_bytes - budget.used:
+                    raise VerificationError(
+                        TOO_LARGE, f"{shown} is {length} bytes, over the size limit of {budget.max_bytes} bytes"
+                    )
+                write_chunks(response.iter_bytes(CHUNK), target, budget, shown)
+                return target
         except httpx.TransportError as err:
             budget.used = mark
             problem = f"{type(err).__name__}: {err}"
@@ -233,7 +235,7 @@ class _S3:
             raise VerificationError(SOURCE_NOT_FOUND, f"{uri}: no object or prefix with that name")
         for name in keys:
             try:
-                relative = safe_relative(name[len(prefix):])
+                relative = safe_relative(name[len(prefix) :])
             except ValueError as err:
                 raise VerificationError(UNSAFE_FILE, f"{uri}: object key {name!r} leaves the prefix") from err
             self.get(bucket, name, target / relative, budget)
@@ -248,7 +250,8 @@ class _S3:
             response = self.client.get_object(Bucket=bucket, Key=key)
             if response["ContentLength"] > budget.max_bytes - budget.used:
                 raise VerificationError(
-                    TOO_LARGE, f"{uri} is {response['ContentLength']} bytes, over the size limit of {budget.max_bytes} bytes"
+                    TOO_LARGE,
+                    f"{uri} is {response['ContentLength']} bytes, over the size limit of {budget.max_bytes} bytes",
                 )
             write_chunks(response["Body"].iter_chunks(CHUNK), target, budget, uri)
         except ClientError as err:

@@ -33,7 +33,7 @@ console = Console(highlight=False)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -103,7 +103,9 @@ def main() -> int:
 
         step("Train the iris example (scikit-learn, no download)")
         model = work / "iris"
-        subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True, capture_output=True
+        )
         console.print(f"  wrote {', '.join(sorted(p.name for p in model.iterdir()))}")
 
         step("modeldeploy keygen: an EC P-256 key pair (the private key stays where training happens)")
@@ -156,8 +158,11 @@ def main() -> int:
 
         refused = not tampered["verified"] and not wrong["verified"]
         console.print(
-            Panel.fit("[green]demo passed: verified parameters installed, every tampered input refused[/]"
-                      if refused else "[red]demo failed: a tampered input was accepted[/]")
+            Panel.fit(
+                "[green]demo passed: verified parameters installed, every tampered input refused[/]"
+                if refused
+                else "[red]demo failed: a tampered input was accepted[/]"
+            )
         )
         return 0 if refused else 1
 

@@ -67,7 +67,7 @@ class HttpServer:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_state: HttpServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         state = self.server_state
         state.requests.append(self.path)
         mode, _, rest = self.path.lstrip("/").partition("/")
@@ -90,7 +90,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data[: len(data) // 2] if mode == "truncated" else data)
         self.close_connection = True
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

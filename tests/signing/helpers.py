@@ -69,7 +69,12 @@ def assert_installed(result: Result, record: dict[str, Any], dest: Path, keys: K
     assert result.exit_code == 0, result.output
     assert record["verified"] is True and record["reason"] == "SignatureValid"
     assert record["keyFingerprint"] == keys.fingerprint
-    assert sorted(p.name for p in dest.iterdir()) == ["model.joblib", "model.sig", "model.yaml", "verified-manifest.json"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "model.joblib",
+        "model.sig",
+        "model.yaml",
+        "verified-manifest.json",
+    ]
     assert signing.check_manifest(dest).manifest_digest == record["manifestDigest"]
     assert not list(dest.parent.glob(f".{dest.name}.fetch-*"))
 

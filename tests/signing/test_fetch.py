@@ -16,11 +16,12 @@ from model_server import signing
 from .conftest import HttpServer
 from .helpers import Keys, assert_installed, assert_refused, cli, files_of, flip_byte, run_fetch, tar_gz
 
-
 # --- sources that verify ------------------------------------------------------------------
 
 
-def test_directory_source_is_installed_with_signature_and_verified_manifest(model: Path, dest: Path, keys: Keys) -> None:
+def test_directory_source_is_installed_with_signature_and_verified_manifest(
+    model: Path, dest: Path, keys: Keys
+) -> None:
     result, record = run_fetch(model, dest, keys.public)
     assert_installed(result, record, dest, keys)
     assert record["manifestDigest"] == signing.signed_digest(model / "model.sig")
@@ -166,7 +167,9 @@ def test_symlink_in_directory_source(model: Path, dest: Path, keys: Keys) -> Non
 # --- refusals: the transport ----------------------------------------------------------------
 
 
-def test_truncated_download_is_retried_then_refused(model: Path, dest: Path, keys: Keys, http_server: HttpServer) -> None:
+def test_truncated_download_is_retried_then_refused(
+    model: Path, dest: Path, keys: Keys, http_server: HttpServer
+) -> None:
     tar_gz(http_server.root / "iris.tar.gz", files_of(model))
     result, record = run_fetch(f"{http_server.url}/truncated/iris.tar.gz", dest, keys.public)
     assert_refused(result, record, dest, "DownloadFailed")
@@ -239,7 +242,9 @@ def tar_member(name: str, kind: bytes, linkname: str = "", size: int = 0) -> tar
     ],
     ids=["dotdot", "absolute", "symlink-out", "hardlink", "device", "fifo"],
 )
-def test_unsafe_tar_member(model: Path, dest: Path, keys: Keys, tmp_path: Path, evil: tarfile.TarInfo, named: str) -> None:
+def test_unsafe_tar_member(
+    model: Path, dest: Path, keys: Keys, tmp_path: Path, evil: tarfile.TarInfo, named: str
+) -> None:
     archive = unsafe_tar(tmp_path / "evil.tar.gz", model, evil)
     result, record = run_fetch(archive, dest, keys.public)
     assert_refused(result, record, dest, "UnsafeArchive")
@@ -263,7 +268,7 @@ def test_zip_with_symlink_member(model: Path, dest: Path, keys: Keys, tmp_path: 
         for name, data in files_of(model).items():
             zf.writestr(name, data)
         link = zipfile.ZipInfo("link")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         zf.writestr(link, "/etc/passwd")
     assert_refused(*run_fetch(archive, dest, keys.public), dest, "UnsafeArchive")
 

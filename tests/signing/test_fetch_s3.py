@@ -29,8 +29,11 @@ class Minio:
 
     def client(self) -> Any:
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
         )
 
 
@@ -51,7 +54,9 @@ def minio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (data.parent / "minio.log").open("wb")
     process = subprocess.Popen(
         [binary, "server", str(data), "--address", f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -79,8 +84,10 @@ def minio(minio_server: str, request: pytest.FixtureRequest, monkeypatch: pytest
     server = Minio(minio_server, bucket)
     server.client().create_bucket(Bucket=bucket)
     for name, value in {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": minio_server,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": minio_server,
     }.items():
         monkeypatch.setenv(name, value)
     return server
@@ -105,7 +112,9 @@ def test_archive_with_signature_beside_it(minio: Minio, model: Path, dest: Path,
     client.upload_file(str(archive), minio.bucket, "iris/1.0.0.tar.gz")
     client.upload_file(str(model / "model.sig"), minio.bucket, "iris/1.0.0.tar.gz.sig")
     pin = signing.signed_digest(model / "model.sig")
-    assert_installed(*run_fetch(f"s3://{minio.bucket}/iris/1.0.0.tar.gz", dest, keys.public, "--sha256", pin), dest, keys)
+    assert_installed(
+        *run_fetch(f"s3://{minio.bucket}/iris/1.0.0.tar.gz", dest, keys.public, "--sha256", pin), dest, keys
+    )
 
 
 def test_tampered_object_is_refused(minio: Minio, model: Path, dest: Path, keys: Keys) -> None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from model_server import signing
 from model_server.signing import VerificationError
+
 from .helpers import Keys, cli, flip_byte, make_keys
 
 UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
@@ -118,12 +119,15 @@ def test_check_manifest_passes_then_names_tampered_files(model: Path, keys: Keys
     assert signing.check_manifest(model) == verified
     flip_byte(model / "model.yaml", 0)
     (model / "extra.bin").write_bytes(b"x")
-    err = pytest.raises(VerificationError, signing.check_manifest, model).value
-    assert (err.reason, err.files) == ("FilesDiffer", ["extra.bin", "model.yaml"])
+    with pytest.raises(VerificationError) as caught:
+        signing.check_manifest(model)
+    assert (caught.value.reason, caught.value.files) == ("FilesDiffer", ["extra.bin", "model.yaml"])
 
 
 def test_check_manifest_without_manifest(model: Path) -> None:
-    assert pytest.raises(VerificationError, signing.check_manifest, model).value.reason == "ManifestMissing"
+    with pytest.raises(VerificationError) as caught:
+        signing.check_manifest(model)
+    assert caught.value.reason == "ManifestMissing"
 
 
 # --- command line -----------------------------------------------------------------------
@@ -206,5 +210,8 @@ def test_upstream_refuses_our_tampered_model(model: Path, keys: Keys) -> None:
 def test_p384_keys_interoperate(tmp_path: Path, trained: Path) -> None:
     keys = make_keys(tmp_path / "p384", "p384")
     model = shutil.copytree(trained, tmp_path / "m")
-    assert upstream("sign", "key", model, "--signature", model / "model.sig", "--private_key", keys.private).returncode == 0
+    assert (
+        upstream("sign", "key", model, "--signature", model / "model.sig", "--private_key", keys.private).returncode
+        == 0
+    )
     assert signing.verify(model, keys.public).key_fingerprint == keys.fingerprint
