@@ -31,3 +31,20 @@ def openapi_responses(ok: dict[str, Any], *errors: int) -> dict[int | str, dict[
     for code in errors:
         table[code] = {"description": "error", "content": {"application/json": {"schema": error_schema()}}}
     return table
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON Schema with its `$defs` substituted in place (for `openapi_extra`)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from model_server.dataplane import DataPlane, Row
+from model_server.dataplane import DataPlane, Row, validation_messages
 from model_server.errors import InvalidInput, ModelNotReady
 from model_server.modelcard import ModelCard
-from model_server.routes.responses import json_response, openapi_responses
+from model_server.routes.responses import inline_schema, json_response, openapi_responses
 
 DATATYPES = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
 
@@ -125,10 +125,20 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         "/v2/models/{name}/infer",
         tags=["v2"],
         summary="Inference (Open Inference Protocol v2)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(InferenceRequest.model_json_schema())}},
+            }
+        },
         responses=openapi_responses({"type": "object"}, 400, 404, 413, 422, 503),
     )
-    async def infer(name: str, request: InferenceRequest) -> Response:
+    async def infer(name: str, raw: Request) -> Response:
         dataplane.get_model(name)
+        try:
+            request = InferenceRequest.model_validate_json(await raw.body())
+        except ValidationError as err:
+            raise InvalidInput(*validation_messages(err)) from err
         rows = dataplane.decode_rows(tensors_to_rows(card, request.inputs))
         results = await dataplane.predict(name, rows)
         outputs = [
