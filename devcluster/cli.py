@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from devcluster import build
-from devcluster.cluster import Cluster, default_state_dir, format_status
+from devcluster.cluster import Cluster, format_status
 from devcluster.process import ComponentError
 
 _dir_option = click.option(
@@ -31,8 +31,10 @@ def up(state_dir: Path | None, timeout: float) -> None:
     """Build or reuse the binaries, start (or reuse) the cluster, return when it is ready."""
     build.ensure_binaries()
     started = time.monotonic()
+    found = Cluster(state_dir)
     try:
-        found = Cluster(state_dir).up(timeout)
+        with found.locked():
+            found.up(timeout)
     except ComponentError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"cluster ready in {time.monotonic() - started:.1f}s; state and logs in {found.root}")
@@ -44,7 +46,8 @@ def up(state_dir: Path | None, timeout: float) -> None:
 def down(state_dir: Path | None) -> None:
     """Stop every process the cluster started (logs are kept)."""
     target = Cluster(state_dir)
-    target.down()
+    with target.locked():
+        target.down()
     click.echo(f"stopped; logs in {target.layout.logs}")
 
 
@@ -62,7 +65,7 @@ def status(state_dir: Path | None) -> None:
 @_dir_option
 def kubeconfig(state_dir: Path | None) -> None:
     """Print the path of the admin kubeconfig."""
-    target = Cluster(state_dir or default_state_dir())
+    target = Cluster(state_dir)
     if target.server is None:
         raise click.ClickException(f"no cluster in {target.root}; run `modeldeploy cluster up`")
     click.echo(str(target.admin_kubeconfig))

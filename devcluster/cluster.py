@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from devcluster import build, pki, process
-from devcluster.components import HOST, Layout, Ports, control_plane
+from devcluster.components import ADMIN, CONTROL_PLANE, HOST, Layout, Ports, control_plane
 from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from devcluster.process import Handle
 
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ADMIN = ("admin", ("system:masters",))
 COMPONENT_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
 KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 START_TIMEOUT = 60.0
 TOKEN_SECONDS = 24 * 3600
 
@@ -100,13 +100,11 @@ class Cluster:
 
     def _write_state(self, server: str, owner: str, handles: list[Handle]) -> None:
         state = {"server": server, "owner": owner, "k8s": build.K8S_VERSION, "etcd": build.ETCD_VERSION,
-                 "processes": [{**asdict(h), "log": str(h.log), "health_ca": h.health_ca and str(h.health_ca)}
-                               for h in handles]}
-        self.layout.state_file.write_text(json.dumps(state, indent=2))
+                 "processes": [asdict(h) for h in handles]}
+        self.layout.state_file.write_text(json.dumps(state, indent=2, default=str))
 
     def handles(self) -> list[Handle]:
-        return [Handle(**{**p, "log": Path(p["log"]), "health_ca": p["health_ca"] and Path(p["health_ca"])})
-                for p in self._state().get("processes", [])]
+        return [process.handle_from_dict(p) for p in self._state().get("processes", [])]
 
     @property
     def server(self) -> str | None:
@@ -124,18 +122,29 @@ class Cluster:
         """Every recorded process runs and answers its health check, at our versions."""
         state, handles = self._state(), self.handles()
         versions_match = state.get("k8s") == build.K8S_VERSION and state.get("etcd") == build.ETCD_VERSION
-        return versions_match and len(handles) == 4 and all(process.healthy(h) for h in handles)
+        complete = set(CONTROL_PLANE) <= {h.name for h in handles}
+        return versions_match and complete and all(process.healthy(h) for h in handles)
 
     # -- lifecycle -----------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state directory's lock: one process at a time starts or stops it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _flock(self.root / ".lock", fcntl.LOCK_EX):
+            yield
+
     def up(self, timeout: float = START_TIMEOUT, owner: str = "cli") -> Cluster:
-        """Reuse a healthy cluster in ``root`` or start a fresh one; return once all are ready."""
+        """Reuse a healthy cluster in ``root`` or start a fresh one; return once all are ready.
+
+        Callers that may race with other processes hold ``locked()`` around this.
+        """
         if self.is_healthy():
             logger.info("reusing the running cluster in %s", self.root)
             return self
         self.down()
         for sub in (self.layout.pki, self.layout.etcd_data, self.layout.kubeconfigs, self.layout.logs):
             shutil.rmtree(sub, ignore_errors=True)
-            sub.mkdir(parents=True)
+            sub.mkdir(mode=0o700, parents=True)
         missing = [p for p in vars(self.binaries).values() if not p.exists()]
         if missing:
             raise FileNotFoundError(f"control-plane binaries missing ({missing[0]}); run scripts/build-k8s.sh")
@@ -145,18 +154,22 @@ class Cluster:
         handles: list[Handle] = []
         try:
             for stage in control_plane(self.binaries, self.layout, ports):
-                started = [process.start(spec) for spec in stage]
-                handles += started
-                self._write_state(server, owner, handles)
-                process.wait_healthy(started, timeout)
+                for spec in stage:
+                    handles.append(process.start(spec))
+                    self._write_state(server, owner, handles)
+                process.wait_gates(handles[-len(stage):], timeout)
+            process.wait_healthy(handles, timeout)
         except BaseException:
-            self.down()
+            self._stop(handles)
             raise
         return self
 
     def down(self) -> None:
         """Stop every recorded process (newest first); keep logs, forget the state."""
-        for handle in reversed(self.handles()):
+        self._stop(self.handles())
+
+    def _stop(self, handles: list[Handle]) -> None:
+        for handle in reversed(handles):
             process.stop(handle)
         self.layout.state_file.unlink(missing_ok=True)
 
@@ -166,6 +179,8 @@ class Cluster:
         pki.create_serving_cert(ca, self.layout.pki, HOST)
         pki.create_service_account_key(self.layout.pki)
         pki.create_client_cert(ca, self.layout.pki, KUBELET_CLIENT)
+        front_proxy = pki.create_ca(self.layout.pki, "front-proxy-ca", stem="front-proxy-ca")
+        pki.create_client_cert(front_proxy, self.layout.pki, FRONT_PROXY_CLIENT)
         user, groups = ADMIN
         self._user_kubeconfig(server, self.layout.admin_kubeconfig, user, groups)
         for component in COMPONENT_USERS:
@@ -222,7 +237,7 @@ def shared(root: Path, owner: str, keep: bool = False) -> Iterator[Cluster]:
     cluster = Cluster(root)
     cluster.root.mkdir(parents=True, exist_ok=True)
     with (cluster.root / ".users").open("w") as users:
-        with _flock(cluster.root / ".lock", fcntl.LOCK_EX):
+        with cluster.locked():
             fcntl.flock(users, fcntl.LOCK_SH)
             started = time.monotonic()
             reused = cluster.is_healthy()
@@ -231,7 +246,7 @@ def shared(root: Path, owner: str, keep: bool = False) -> Iterator[Cluster]:
         try:
             yield cluster
         finally:
-            with _flock(cluster.root / ".lock", fcntl.LOCK_EX):
+            with cluster.locked():
                 fcntl.flock(users, fcntl.LOCK_UN)
                 if not keep and cluster.owner == owner and _try_exclusive(users):
                     cluster.down()

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devcluster.build import Binaries
+from devcluster.pki import client_cert_paths
 
 HOST = "127.0.0.1"
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+ADMIN = ("admin", ("system:masters",))
 
 
 @dataclass(frozen=True)
@@ -66,18 +68,32 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class ProcessSpec:
-    """One process to supervise: its command line, log file and health check.
+class Probe:
+    """An HTTP(S) endpoint that answers 200 when a condition holds.
 
-    ``health_url`` answers 200 when the process is ready; ``health_ca`` verifies its
-    certificate (``None``: a self-signed serving certificate, checked for liveness only).
+    ``ca`` verifies the server (``None``: a self-signed loopback certificate, not
+    verified); ``cert``/``key`` authenticate the probe as a client.
+    """
+
+    url: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to supervise: its command line, log file and probes.
+
+    ``health`` answers 200 when the process is ready. The next start stage waits for
+    ``gate`` (default: ``health``'s port accepting connections).
     """
 
     name: str
     argv: tuple[str, ...]
     log: Path
-    health_url: str
-    health_ca: Path | None = None
+    health: Probe
+    gate: Probe | None = None
 
 
 def etcd_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
@@ -96,7 +112,7 @@ def etcd_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
         "--quota-backend-bytes=2147483648",
         "--log-level=warn",
     )
-    return ProcessSpec("etcd", argv, layout.logs / "etcd.log", f"{client}/readyz")
+    return ProcessSpec("etcd", argv, layout.logs / "etcd.log", Probe(f"{client}/readyz"))
 
 
 def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
@@ -113,6 +129,14 @@ def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
         f"--client-ca-file={pki('ca.crt')}",
         f"--kubelet-client-certificate={pki('kube-apiserver-kubelet-client.crt')}",
         f"--kubelet-client-key={pki('kube-apiserver-kubelet-client.key')}",
+        # The aggregation layer's front proxy, as kubeadm sets it up.
+        f"--requestheader-client-ca-file={pki('front-proxy-ca.crt')}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
+        f"--proxy-client-key-file={pki('front-proxy-client.key')}",
         f"--service-account-issuer={ISSUER}",
         f"--service-account-key-file={pki('sa.pub')}",
         f"--service-account-signing-key-file={pki('sa.key')}",
@@ -125,10 +149,13 @@ def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
         "--profiling=false",
         "--v=1",
     )
-    return ProcessSpec(
-        "kube-apiserver", argv, layout.logs / "kube-apiserver.log",
-        f"https://{HOST}:{ports.apiserver}/readyz", pki("ca.crt"),
-    )
+    url = f"https://{HOST}:{ports.apiserver}/readyz"
+    admin_pair = client_cert_paths(layout.pki, *ADMIN)
+    admin = {"ca": pki("ca.crt"), "cert": admin_pair.cert, "key": admin_pair.key}
+    # The controller-manager and scheduler exit if they cannot read their RBAC-guarded
+    # authentication config at start-up, so they wait for the default roles and bindings.
+    gate = Probe(f"{url}/poststarthook/rbac/bootstrap-roles", **admin)
+    return ProcessSpec("kube-apiserver", argv, layout.logs / "kube-apiserver.log", Probe(url, **admin), gate)
 
 
 def _component_flags(layout: Layout, user: str, port: int) -> tuple[str, ...]:
@@ -159,7 +186,7 @@ def controller_manager_spec(bins: Binaries, layout: Layout, ports: Ports) -> Pro
     )
     return ProcessSpec(
         "kube-controller-manager", argv, layout.logs / "kube-controller-manager.log",
-        f"https://{HOST}:{ports.controller_manager}/healthz",
+        Probe(f"https://{HOST}:{ports.controller_manager}/healthz"),
     )
 
 
@@ -167,12 +194,19 @@ def scheduler_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
     argv = (str(bins.kube_scheduler), *_component_flags(layout, "system:kube-scheduler", ports.scheduler))
     return ProcessSpec(
         "kube-scheduler", argv, layout.logs / "kube-scheduler.log",
-        f"https://{HOST}:{ports.scheduler}/healthz",
+        Probe(f"https://{HOST}:{ports.scheduler}/healthz"),
     )
 
 
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
 def control_plane(bins: Binaries, layout: Layout, ports: Ports) -> list[list[ProcessSpec]]:
-    """The processes in start order; each inner list may start together."""
+    """The processes in start order: a stage starts once the previous one's gates open.
+
+    The controller-manager and scheduler wait (and retry) for the API server's health
+    themselves, so they start while it still runs its other post-start hooks.
+    """
     return [
         [etcd_spec(bins, layout, ports)],
         [apiserver_spec(bins, layout, ports)],

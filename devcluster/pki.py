@@ -81,8 +81,8 @@ def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def create_ca(directory: Path, common_name: str = "modeldeploy-devcluster-ca") -> KeyPair:
-    """A self-signed CA that signs the serving and client certificates."""
+def create_ca(directory: Path, common_name: str = "modeldeploy-devcluster-ca", stem: str = "ca") -> KeyPair:
+    """A self-signed CA (``<stem>.crt``/``.key``) that signs serving and client certificates."""
     key = _new_key()
     name = _name(common_name)
     cert = (
@@ -98,7 +98,7 @@ def create_ca(directory: Path, common_name: str = "modeldeploy-devcluster-ca") -
         )
         .sign(key, hashes.SHA256())
     )
-    return _write(KeyPair(directory / "ca.crt", directory / "ca.key"), cert, key)
+    return _write(KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key"), cert, key)
 
 
 def _issue(ca: KeyPair, out: KeyPair, subject: x509.Name, usage: ExtendedKeyUsageOID,
@@ -125,10 +125,15 @@ def create_serving_cert(ca: KeyPair, directory: Path, host: str) -> KeyPair:
     return _issue(ca, out, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, san)
 
 
+def client_cert_paths(directory: Path, user: str, groups: list[str] | tuple[str, ...] = ()) -> KeyPair:
+    """Where the client certificate of ``user`` in ``groups`` lives (one file per identity)."""
+    stem = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in "+".join([user, *groups]))
+    return KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+
+
 def create_client_cert(ca: KeyPair, directory: Path, user: str, groups: list[str] | tuple[str, ...] = ()) -> KeyPair:
     """A client certificate: the API server reads the user from CN and groups from O."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-    out = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+    out = client_cert_paths(directory, user, groups)
     return _issue(ca, out, _name(user, groups), ExtendedKeyUsageOID.CLIENT_AUTH)
 
 

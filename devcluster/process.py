@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from devcluster.components import ProcessSpec
+from devcluster.components import ProcessSpec, Probe
 
 STOP_TIMEOUT = 10.0
 POLL = 0.1
@@ -39,8 +43,19 @@ class Handle:
     pid: int
     start_time: int
     log: Path
-    health_url: str
-    health_ca: Path | None = None
+    health: Probe
+    gate: Probe | None = None
+
+
+def _probe_from_dict(data: dict[str, Any]) -> Probe:
+    return Probe(data["url"], **{k: Path(v) for k, v in data.items() if k != "url" and v is not None})
+
+
+def handle_from_dict(data: dict[str, Any]) -> Handle:
+    """The inverse of ``dataclasses.asdict`` (with paths as strings) for the state file."""
+    gate = data.get("gate")
+    return Handle(data["name"], data["pid"], data["start_time"], Path(data["log"]),
+                  _probe_from_dict(data["health"]), gate and _probe_from_dict(gate))
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -74,45 +89,72 @@ def start(spec: ProcessSpec) -> Handle:
             spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     started = _start_time(proc.pid)
-    return Handle(spec.name, proc.pid, started if started is not None else -1, spec.log,
-                  spec.health_url, spec.health_ca)
+    return Handle(spec.name, proc.pid, started if started is not None else -1, spec.log, spec.health, spec.gate)
 
 
-def _ssl_context(ca: Path | None) -> ssl.SSLContext:
-    if ca is not None:
-        return ssl.create_default_context(cafile=str(ca))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the component's own self-signed loopback cert
+def _ssl_context(probe: Probe) -> ssl.SSLContext:
+    if probe.ca is not None:
+        context = ssl.create_default_context(cafile=str(probe.ca))
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the component's own self-signed loopback cert
+    if probe.cert is not None:
+        context.load_cert_chain(str(probe.cert), str(probe.key) if probe.key else None)
     return context
 
 
-def healthy(handle: Handle, timeout: float = 2.0) -> bool:
-    """True when the process runs and its health endpoint answers 200."""
-    if not alive(handle):
-        return False
-    context = _ssl_context(handle.health_ca) if handle.health_url.startswith("https") else None
+def answers(probe: Probe, timeout: float = 2.0) -> bool:
+    """True when ``probe.url`` answers 200."""
+    context = _ssl_context(probe) if probe.url.startswith("https") else None
     try:
-        with urllib.request.urlopen(handle.health_url, timeout=timeout, context=context) as response:
+        with urllib.request.urlopen(probe.url, timeout=timeout, context=context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
+def healthy(handle: Handle) -> bool:
+    """True when the process runs and its health endpoint answers 200."""
+    return alive(handle) and answers(handle.health)
+
+
+def listening(url: str) -> bool:
+    """True when ``url``'s host and port accept TCP connections."""
+    address = urllib.parse.urlsplit(url)
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((address.hostname or "", address.port or 0)) == 0
+
+
+def gate_open(handle: Handle) -> bool:
+    """True when the next start stage may begin: ``gate`` answers, or the health port listens."""
+    return alive(handle) and (answers(handle.gate) if handle.gate else listening(handle.health.url))
+
+
+def wait_gates(handles: list[Handle], timeout: float) -> None:
+    """Block until every handle's gate is open (the process may not be ready yet)."""
+    _wait(handles, gate_open, "started", timeout)
+
+
 def wait_healthy(handles: list[Handle], timeout: float) -> None:
     """Block until every handle is healthy; raise ``ComponentError`` naming the first failure."""
+    _wait(handles, healthy, "ready", timeout)
+
+
+def _wait(handles: list[Handle], check: Callable[[Handle], bool], state: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = list(handles)
     while pending:
         for handle in list(pending):
-            if healthy(handle):
+            if check(handle):
                 pending.remove(handle)
             elif not alive(handle):
                 _reap(handle.pid)
-                raise ComponentError(handle.name, "exited before it was ready", handle.log)
+                raise ComponentError(handle.name, f"exited before it was {state}", handle.log)
         if pending and time.monotonic() > deadline:
             first = pending[0]
-            raise ComponentError(first.name, f"not ready after {timeout:.0f}s ({first.health_url})", first.log)
+            raise ComponentError(first.name, f"not {state} after {timeout:.0f}s ({first.health.url})", first.log)
         if pending:
             time.sleep(POLL)
 

@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from devcluster import build, pki, process
 from devcluster.cluster import ComponentStatus, format_status, free_ports
-from devcluster.components import ProcessSpec
+from devcluster.components import ProcessSpec, Probe
 from devcluster.kubeconfig import render_kubeconfig
 from devcluster.pytest_plugin import namespace_name
 
@@ -109,7 +109,7 @@ def test_free_ports_are_distinct() -> None:
 
 def test_component_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
     spec = ProcessSpec("broken", ("sh", "-c", "echo flag provided but not defined; exit 3"),
-                       tmp_path / "broken.log", "http://127.0.0.1:9/healthz")
+                       tmp_path / "broken.log", Probe("http://127.0.0.1:9/healthz"))
     handle = process.start(spec)
     with pytest.raises(process.ComponentError) as caught:
         process.wait_healthy([handle], timeout=10)
@@ -119,7 +119,7 @@ def test_component_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
 
 
 def test_component_not_ready_in_time_is_reported_then_stopped(tmp_path: Path) -> None:
-    spec = ProcessSpec("stuck", ("sleep", "60"), tmp_path / "stuck.log", "http://127.0.0.1:9/healthz")
+    spec = ProcessSpec("stuck", ("sleep", "60"), tmp_path / "stuck.log", Probe("http://127.0.0.1:9/healthz"))
     handle = process.start(spec)
     with pytest.raises(process.ComponentError, match="stuck not ready after 1s"):
         process.wait_healthy([handle], timeout=1)
@@ -129,7 +129,7 @@ def test_component_not_ready_in_time_is_reported_then_stopped(tmp_path: Path) ->
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
-    spec = ProcessSpec("stubborn", (sys.executable, "-c", code), tmp_path / "s.log", "http://127.0.0.1:9/")
+    spec = ProcessSpec("stubborn", (sys.executable, "-c", code), tmp_path / "s.log", Probe("http://127.0.0.1:9/"))
     handle = process.start(spec)
     while "up" not in spec.log.read_text():
         pass
@@ -138,10 +138,20 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
 
 
 def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
-    spec = ProcessSpec("short", ("sleep", "30"), tmp_path / "short.log", "http://127.0.0.1:9/")
+    spec = ProcessSpec("short", ("sleep", "30"), tmp_path / "short.log", Probe("http://127.0.0.1:9/"))
     handle = process.start(spec)
-    impostor = process.Handle("short", handle.pid, handle.start_time + 1, handle.log, handle.health_url)
+    impostor = process.Handle("short", handle.pid, handle.start_time + 1, handle.log, handle.health)
     assert process.alive(handle) and not process.alive(impostor)
     process.stop(impostor)  # must not signal the real process
     assert process.alive(handle)
     process.stop(handle)
+
+
+def test_handle_survives_the_state_file_round_trip(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    probe = Probe("https://127.0.0.1:1/readyz", ca=tmp_path / "ca.crt", cert=tmp_path / "a.crt", key=tmp_path / "a.key")
+    handle = process.Handle("kube-apiserver", 42, 7, tmp_path / "a.log", probe, Probe("http://127.0.0.1:2/"))
+    loaded = process.handle_from_dict(json.loads(json.dumps(dataclasses.asdict(handle), default=str)))
+    assert loaded == handle

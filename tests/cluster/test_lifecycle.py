@@ -42,7 +42,7 @@ def test_up_reuse_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     down = runner.invoke(cluster_cli, ["down", "--dir", state])
     assert down.exit_code == 0, down.output
     assert not any(process.alive(h) for h in first)
-    assert all(_port_free(h.health_url) for h in first)
+    assert all(_port_free(h.health.url) for h in first)
     assert (tmp_path / "state" / "logs" / "kube-apiserver.log").stat().st_size > 0
     after = runner.invoke(cluster_cli, ["status", "--dir", state])
     assert after.exit_code == 1 and "no cluster" in after.output
