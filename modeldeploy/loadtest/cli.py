@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ async def run_with_progress(generator: LoadGenerator, recorder: Recorder, consol
 @click.option("--ramp", type=Duration(), default="0s", show_default=True, help="Rise to --users/--rate linearly over this long.")
 @click.option("--timeout", type=Duration(), default="10s", show_default=True, help="A request without an answer this long fails.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True, help="Open model: connection cap.")
+@click.option("--warmup", type=Duration(), default="0s", show_default=True, help="Load this long first, unrecorded.")
+@click.option("--path", help="POST to this path instead of the model's prediction API (e.g. /v2/models/iris/infer); needs --input.")
 @click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file of request bodies (default: generated from the model's input schema).")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="How many distinct bodies to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated bodies.")
@@ -127,6 +130,8 @@ def loadtest(
     ramp: float,
     timeout: float,
     max_connections: int,
+    warmup: float,
+    path: str | None,
     input_file: Path | None,
     samples: int,
     seed: int,
@@ -136,11 +141,17 @@ def loadtest(
     report_dir: Path | None,
 ) -> None:
     """Load TARGET (a server URL or md/NAME) with predictions; exit 1 when a gate fails."""
+    if path is not None and input_file is None:
+        raise click.UsageError("--path needs --input: only the model's prediction API has a schema to generate from")
     console = Console(stderr=True)
     try:
         resolved = resolve_target(target, namespace, kubeconfig)
-        info = fetch_model_info(resolved.endpoints[0], model or resolved.model, timeout)
-        bodies = read_jsonl(input_file) if input_file else generate_bodies(info.input_schema, samples, seed)
+        if path is None:
+            info = fetch_model_info(resolved.endpoints[0], model or resolved.model, timeout)
+            model, path = info.name, f"/api/models/{info.name}/prediction"
+            bodies = read_jsonl(input_file) if input_file else generate_bodies(info.input_schema, samples, seed)
+        else:
+            model, bodies = model or resolved.model, read_jsonl(input_file)  # type: ignore[arg-type]
     except (TargetError, InputFileError, UnsupportedSchema) as err:
         raise click.ClickException(str(err)) from err
     try:
@@ -148,10 +159,14 @@ def loadtest(
                     timeout_s=timeout, max_connections=max_connections)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+    endpoints = ", ".join(e.url for e in resolved.endpoints)
+    if warmup:
+        console.print(f"warming up {path} at {endpoints} for {warmup:g}s")
+        uvloop.run(LoadGenerator(resolved.endpoints, path, bodies, replace(load, duration_s=warmup), Recorder()).run())
     recorder = Recorder()
-    generator = LoadGenerator(resolved.endpoints, f"/api/models/{info.name}/prediction", bodies, load, recorder)
+    generator = LoadGenerator(resolved.endpoints, path, bodies, load, recorder)
     started = datetime.now(timezone.utc)
-    console.print(f"loading {info.name} at {', '.join(e.url for e in resolved.endpoints)} for {duration:g}s")
+    console.print(f"loading {path} at {endpoints} for {duration:g}s")
     elapsed = uvloop.run(run_with_progress(generator, recorder, console))
 
     stats = summarize(recorder, elapsed)
@@ -162,11 +177,13 @@ def loadtest(
         meta = {
             "target": target,
             "endpoints": [e.url for e in resolved.endpoints],
-            "model": info.name,
+            "model": model,
+            "path": path,
             "startedAt": started.isoformat(timespec="seconds"),
             "load": f"{load.users} users" if load.users else f"{load.rate:g} req/s",
             "duration_s": duration,
             "ramp_s": ramp,
+            "warmup_s": warmup,
             "inputs": str(input_file) if input_file else f"{samples} generated from the input schema (seed {seed})",
         }
         paths = write_report(report_dir, stats, gates, failures, meta)

@@ -211,6 +211,10 @@ class LoadGenerator:
     def elapsed(self) -> float:
         return perf_counter() - self.t0
 
+    def _at(self, when: float) -> float:
+        """Seconds into the test for the timeline; answers after the end count in its last second."""
+        return min(when, self.stop_at - 1e-6) - self.t0
+
     @property
     def in_flight(self) -> int:
         return sum(1 for c in self._connections if c.started is not None)
@@ -263,7 +267,7 @@ class LoadGenerator:
         while (self._backlog or self.in_flight) and perf_counter() < deadline:
             await asyncio.sleep(0.01)
         for started in self._backlog:
-            self.recorder.error(started - self.t0, "NotSent", "the target did not keep up with the rate")
+            self.recorder.error(self._at(started), "NotSent", "the target did not keep up with the rate")
         self._backlog.clear()
         for conn in list(self._connections):
             if conn.started is not None:
@@ -300,7 +304,7 @@ class LoadGenerator:
                 ssl=self._ssl if endpoint.tls else None,
             )
         except OSError as err:
-            self.recorder.error(began - self.t0, type(err).__name__, f"{endpoint.url}: {err}")
+            self.recorder.error(self._at(began), type(err).__name__, f"{endpoint.url}: {err}")
             self._replace_connection(RECONNECT_DELAY_S)
             return
         self._connections.add(conn)
@@ -346,7 +350,7 @@ class LoadGenerator:
         if conn.started is None:  # an answer after we gave up on the request
             return
         now = perf_counter()
-        self.recorder.response(now - self.t0, now - conn.started, conn.status, bytes(conn.error_body))
+        self.recorder.response(self._at(now), now - conn.started, conn.status, bytes(conn.error_body))
         conn.started = None
         conn.error_body.clear()
         if conn.keep_alive:
@@ -357,7 +361,7 @@ class LoadGenerator:
     def failed(self, conn: _Connection, kind: str, message: str) -> None:
         """Record the in-flight request of `conn` as failed and drop the connection."""
         if conn.started is not None:
-            self.recorder.error(perf_counter() - self.t0, kind, message)
+            self.recorder.error(self._at(perf_counter()), kind, message)
             conn.started = None
         if conn.transport is not None:
             conn.transport.abort()
@@ -366,7 +370,7 @@ class LoadGenerator:
         """Called by a connection when its socket closed."""
         if conn.started is not None:
             kind = type(exc).__name__ if exc else "ConnectionClosed"
-            self.recorder.error(perf_counter() - self.t0, kind, str(exc or "the server closed the connection"))
+            self.recorder.error(self._at(perf_counter()), kind, str(exc or "the server closed the connection"))
             conn.started = None
         self._connections.discard(conn)
         self._replace_connection(RECONNECT_DELAY_S if exc else 0.0)

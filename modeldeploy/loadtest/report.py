@@ -88,12 +88,21 @@ def render_csv(timeline: Sequence[Second]) -> str:
     return out.getvalue()
 
 
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `value` (> 0)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
+
+
 def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, float]]]) -> str:
     """A line chart as inline SVG: one polyline per series over a shared x (seconds) axis."""
-    width, height, left, right, top, bottom = 720, 260, 64, 130, 28, 36
+    width, height, left, right, top, bottom = 760, 260, 90, 130, 28, 36
     points = [p for values in series.values() for p in values if math.isfinite(p[1])]
     x_max = max((x for x, _ in points), default=1.0) or 1.0
-    y_max = max((y for _, y in points), default=1.0) * 1.1 or 1.0
+    x_step = nice_ceiling(x_max / 10)
+    y_max = nice_ceiling(max((y for _, y in points), default=1.0))
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def sx(x: float) -> float:
@@ -109,12 +118,12 @@ def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, 
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
         f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">time (s)</text>',
     ]
-    for i in range(5):
-        y = y_max * i / 4
+    for i in range(6):
+        y = y_max * i / 5
         parts.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{left + plot_w}" y2="{sy(y):.1f}" stroke="#ddd"/>')
         parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.4g} {escape(unit)}</text>')
-    for i in range(6):
-        x = x_max * i / 5
+    for i in range(int(x_max / x_step) + 1):
+        x = x_step * i
         parts.append(f'<text x="{sx(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:.0f}</text>')
     for n, (name, values) in enumerate(series.items()):
         colour = COLOURS[n % len(COLOURS)]
@@ -130,7 +139,10 @@ def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, 
 def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
     """report.html: settings, verdict, summary table, latency-over-time and throughput charts."""
     verdict = "FAILED" if failures else "PASSED"
-    setting_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in meta.items())
+    setting_rows = "".join(
+        f"<tr><th>{escape(str(k))}</th><td>{escape(', '.join(map(str, v)) if isinstance(v, list) else str(v))}</td></tr>"
+        for k, v in meta.items()
+    )
     summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(stats))
     gate_items = "".join(f"<li class=fail>{escape(f.message)}</li>" for f in failures)
     checked = ", ".join(f"{k} = {v:g}" for k, v in vars(gates).items() if v is not None) or "none"
@@ -148,6 +160,7 @@ def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], met
     samples = "".join(
         f"<tr><th>{escape(kind)}</th><td><code>{escape(text)}</code></td></tr>" for kind, text in stats.error_samples.items()
     )
+    errors = f"<h2>Error samples</h2><table>{samples}</table>" if samples else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Load test: {verdict}</title>
 <style>
@@ -164,7 +177,7 @@ svg text {{ font-size: 11px; }}
 <h2>Over time</h2>
 {latency}
 {throughput}
-<h2>Error samples</h2><table>{samples}</table>
+{errors}
 </body></html>
 """
 

@@ -99,14 +99,15 @@ def resolve_target(target: str, namespace: str | None, kubeconfig: str | None = 
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and kubeconfig is None
     try:
         if in_cluster:
-            config.load_incluster_config()
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api = client.ApiClient(configuration)
             namespace = namespace or _incluster_namespace()
         else:
-            config.load_kube_config(config_file=kubeconfig)
-            namespace = namespace or config.list_kube_config_contexts(config_file=kubeconfig)[1]["context"].get(
-                "namespace", "default"
-            )
-        with client.ApiClient() as api:
+            api = config.new_client_from_config(config_file=kubeconfig)
+            context = config.list_kube_config_contexts(config_file=kubeconfig)[1]["context"]
+            namespace = namespace or context.get("namespace", "default")
+        with api:
             deployment = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
                 namespace, label_selector=f"{SERVICE_NAME_LABEL}={name}"

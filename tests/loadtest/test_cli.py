@@ -108,3 +108,19 @@ def test_live_progress_shows_rate_latency_and_errors(iris_url: str) -> None:
         assert column in screen
     assert "1/2 s" in screen or "2/2 s" in screen
     assert sum(recorder.errors.values()) > 0, "an empty body is invalid, so every request failed"
+
+
+def test_any_path_with_given_bodies_and_an_unrecorded_warmup(iris_url: str, tmp_path: Path) -> None:
+    inputs = tmp_path / "v2.jsonl"
+    inputs.write_text(json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}) + "\n")
+    result = loadtest(iris_url, "--path", "/v2/models/iris/infer", "--input", str(inputs), "--users", "2",
+                      "--warmup", "1s", "--duration", "1s", "--max-error-rate", "0", "--report", str(tmp_path))
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["meta"]["path"] == "/v2/models/iris/infer" and report["meta"]["warmup_s"] == 1.0
+    assert len(report["stats"]["timeline"]) <= 2, "the warm-up second is not in the results"
+    assert report["stats"]["statuses"] == {"200": report["stats"]["requests"]}
+
+
+def test_path_without_input_is_a_usage_error(iris_url: str) -> None:
+    assert loadtest(iris_url, "--path", "/v2/models/iris/infer").exit_code == 2
