@@ -218,7 +218,3 @@ def main() -> None:
     logger.info("control-plane binaries ready in %.0fs under %s", time.monotonic() - started, cache_root())
     for path in vars(found).values():
         logger.info("  %s", path)
-
-
-if __name__ == "__main__":
-    main()

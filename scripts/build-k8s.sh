@@ -3,4 +3,4 @@
 # cached under ${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}. Versions: devcluster/build.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m devcluster.build "$@"
+exec "${PYTHON:-.venv/bin/python}" -c "from devcluster.build import main; main()"
