@@ -150,13 +150,34 @@ def measure(name: str, url: str, users: int, duration: float, server_pid: int) -
     """One run of one generator in a child pinned to the generator CPU."""
     cpu_before, began = cpu_seconds(server_pid), time.perf_counter()
     out = subprocess.run(
-        ["taskset", "-c", str(GENERATOR_CPU), sys.executable, __file__, "--role", name, "--url", url,
-         "--users", str(users), "--duration", str(duration)],
-        check=True, capture_output=True, text=True, timeout=duration + 60,
+        [
+            "taskset",
+            "-c",
+            str(GENERATOR_CPU),
+            sys.executable,
+            __file__,
+            "--role",
+            name,
+            "--url",
+            url,
+            "--users",
+            str(users),
+            "--duration",
+            str(duration),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     ).stdout
     server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.perf_counter() - began) * 100
     requests, elapsed, cpu = json.loads(out.strip().splitlines()[-1])
-    return {"rps": requests / elapsed, "per_cpu_s": requests / cpu, "cpu": cpu / elapsed * 100, "server_cpu": server_cpu}
+    return {
+        "rps": requests / elapsed,
+        "per_cpu_s": requests / cpu,
+        "cpu": cpu / elapsed * 100,
+        "server_cpu": server_cpu,
+    }
 
 
 def main() -> None:
@@ -180,13 +201,16 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen(
         ["taskset", "-c", str(SERVER_CPU), sys.executable, __file__, "--role", "server", "--port", str(port)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         url = f"http://127.0.0.1:{port}"
         print(f"{args.users} users, {args.duration:g} s, medians of {args.repeat} runs")
-        print(f"{'generator':<10}{'req/s':>10}{'req per CPU-s (runs)':>36}{'median':>10}{'gen CPU':>9}{'server CPU':>11}")
+        print(
+            f"{'generator':<10}{'req/s':>10}{'req per CPU-s (runs)':>36}{'median':>10}{'gen CPU':>9}{'server CPU':>11}"
+        )
         for name in args.generators.split(","):
             runs = [measure(name, url, args.users, args.duration, server.pid) for _ in range(args.repeat)]
             shown = ", ".join(f"{r['per_cpu_s']:,.0f}" for r in runs)

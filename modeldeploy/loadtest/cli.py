@@ -10,9 +10,8 @@ import asyncio
 import re
 import signal
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 import uvloop
@@ -50,16 +49,12 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
-class Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as err:
-            self.fail(str(err), param, ctx)
+def seconds_option(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """click callback: a duration option's text -> seconds."""
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from err
 
 
 def progress_table(generator: LoadGenerator, recorder: Recorder) -> Table:
@@ -102,23 +97,76 @@ async def run_with_progress(generator: LoadGenerator, recorder: Recorder, consol
 @click.command()
 @click.argument("target")
 @click.option("-n", "--namespace", help="Namespace of md/NAME (default: the kubeconfig's).")
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="For md/NAME (default: $KUBECONFIG or ~/.kube/config).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    help="For md/NAME (default: $KUBECONFIG or ~/.kube/config).",
+)
 @click.option("--model", help="Model name (default: the only model the server serves, or md/NAME's spec.model.name).")
-@click.option("--users", type=click.IntRange(min=1), help="Closed model: this many connections, each sending its next request on each answer. [default: 10 when --rate is not given]")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open model: requests per second, whatever the latency.")
-@click.option("--duration", type=Duration(), default="30s", show_default=True)
-@click.option("--ramp", type=Duration(), default="0s", show_default=True, help="Rise to --users/--rate linearly over this long.")
-@click.option("--timeout", type=Duration(), default="10s", show_default=True, help="A request without an answer this long fails.")
-@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True, help="Open model: connection cap.")
-@click.option("--warmup", type=Duration(), default="0s", show_default=True, help="Load this long first, unrecorded.")
-@click.option("--path", help="POST to this path instead of the model's prediction API (e.g. /v2/models/iris/infer); needs --input.")
-@click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file of request bodies (default: generated from the model's input schema).")
-@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="How many distinct bodies to generate.")
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    help="Closed model: this many connections, each sending its next request on each answer. "
+    "[default: 10 without --rate]",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Open model: requests per second, whatever the latency."
+)
+@click.option("--duration", callback=seconds_option, metavar="DURATION", default="30s", show_default=True)
+@click.option(
+    "--ramp",
+    callback=seconds_option,
+    metavar="DURATION",
+    default="0s",
+    show_default=True,
+    help="Rise to --users/--rate linearly over this long.",
+)
+@click.option(
+    "--timeout",
+    callback=seconds_option,
+    metavar="DURATION",
+    default="10s",
+    show_default=True,
+    help="A request without an answer this long fails.",
+)
+@click.option(
+    "--max-connections", type=click.IntRange(min=1), default=512, show_default=True, help="Open model: connection cap."
+)
+@click.option(
+    "--warmup",
+    callback=seconds_option,
+    metavar="DURATION",
+    default="0s",
+    show_default=True,
+    help="Load this long first, unrecorded.",
+)
+@click.option(
+    "--path",
+    help="POST to this path instead of the model's prediction API (e.g. /v2/models/iris/infer); needs --input.",
+)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL file of request bodies (default: generated from the model's input schema).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="How many distinct bodies to generate.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated bodies.")
 @click.option("--p99-ms", type=float, help="Gate: p99 latency at most this many ms.")
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), help="Gate: failed fraction at most this (0.01 = 1 %).")
 @click.option("--min-rps", type=float, help="Gate: at least this many requests/s.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Write report.json, timeline.csv and report.html here.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.json, timeline.csv and report.html here.",
+)
 def loadtest(
     target: str,
     namespace: str | None,
@@ -155,8 +203,14 @@ def loadtest(
     except (TargetError, InputFileError, UnsupportedSchema) as err:
         raise click.ClickException(str(err)) from err
     try:
-        load = Load(duration, users=users if users or rate else DEFAULT_USERS, rate=rate, ramp_s=ramp,
-                    timeout_s=timeout, max_connections=max_connections)
+        load = Load(
+            duration,
+            users=users if users or rate else DEFAULT_USERS,
+            rate=rate,
+            ramp_s=ramp,
+            timeout_s=timeout,
+            max_connections=max_connections,
+        )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     endpoints = ", ".join(e.url for e in resolved.endpoints)
@@ -165,7 +219,7 @@ def loadtest(
         uvloop.run(LoadGenerator(resolved.endpoints, path, bodies, replace(load, duration_s=warmup), Recorder()).run())
     recorder = Recorder()
     generator = LoadGenerator(resolved.endpoints, path, bodies, load, recorder)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     console.print(f"loading {path} at {endpoints} for {duration:g}s")
     elapsed = uvloop.run(run_with_progress(generator, recorder, console))
 

@@ -32,8 +32,8 @@ import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 from time import perf_counter
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -304,7 +304,10 @@ class LoadGenerator:
                 ssl=self._ssl if endpoint.tls else None,
             )
         except OSError as err:
-            self.recorder.error(self._at(began), type(err).__name__, f"{endpoint.url}: {err}")
+            if self.load.users is not None or self._backlog:
+                if self._backlog:  # open model: the oldest waiting request fails with the connection
+                    self._backlog.popleft()
+                self.recorder.error(self._at(began), type(err).__name__, f"{endpoint.url}: {err}")
             self._replace_connection(RECONNECT_DELAY_S)
             return
         self._connections.add(conn)

@@ -84,19 +84,14 @@ def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _bounds(schema: Mapping[str, Any]) -> tuple[float, float, bool, bool]:
     """(low, high, low excluded, high excluded); an open side spans DEFAULT_SPAN from the other or the example."""
-    low, high = schema.get("minimum"), schema.get("maximum")
     low_open, high_open = "exclusiveMinimum" in schema, "exclusiveMaximum" in schema
-    if low_open:
-        low = schema["exclusiveMinimum"]
-    if high_open:
-        high = schema["exclusiveMaximum"]
+    low: float | None = schema.get("exclusiveMinimum" if low_open else "minimum")
+    high: float | None = schema.get("exclusiveMaximum" if high_open else "maximum")
     examples = schema.get("examples") or [schema.get("example", 0)]
     centre = examples[0] if isinstance(examples[0], (int, float)) and not isinstance(examples[0], bool) else 0
-    if low is None and high is None:
-        low, high = centre - DEFAULT_SPAN / 2, centre + DEFAULT_SPAN / 2
-    elif low is None:
-        low = high - DEFAULT_SPAN
-    elif high is None:
+    if low is None:
+        low = (high if high is not None else centre + DEFAULT_SPAN / 2) - DEFAULT_SPAN
+    if high is None:
         high = low + DEFAULT_SPAN
     if low > high:
         raise UnsupportedSchema(f"empty range [{low}, {high}]")

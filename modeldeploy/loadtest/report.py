@@ -72,7 +72,9 @@ def render_json(stats: Stats, gates: Gates, failures: Sequence[GateFailure], met
         "meta": meta,
         "passed": not failures,
         "gates": {k: v for k, v in vars(gates).items() if v is not None},
-        "gateFailures": [{"gate": f.gate, "limit": f.limit, "actual": f.actual, "message": f.message} for f in failures],
+        "gateFailures": [
+            {"gate": f.gate, "limit": f.limit, "actual": f.actual, "message": f.message} for f in failures
+        ],
         "stats": stats.to_dict(),
     }
     return json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n"
@@ -84,7 +86,14 @@ def render_csv(timeline: Sequence[Second]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for s in timeline:
-        writer.writerow([s.t, s.requests, s.failures, *("" if math.isnan(v) else f"{v:.3f}" for v in (s.p50_ms, s.p95_ms, s.p99_ms))])
+        writer.writerow(
+            [
+                s.t,
+                s.requests,
+                s.failures,
+                *("" if math.isnan(v) else f"{v:.3f}" for v in (s.p50_ms, s.p95_ms, s.p99_ms)),
+            ]
+        )
     return out.getvalue()
 
 
@@ -92,7 +101,7 @@ def nice_ceiling(value: float) -> float:
     """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `value` (> 0)."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
     return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
 
 
@@ -112,7 +121,8 @@ def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, 
         return top + plot_h - y / y_max * plot_h
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+        f' aria-label="{escape(title)}">',
         f'<text x="{left}" y="18" font-weight="bold">{escape(title)}</text>',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
@@ -139,10 +149,8 @@ def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, 
 def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
     """report.html: settings, verdict, summary table, latency-over-time and throughput charts."""
     verdict = "FAILED" if failures else "PASSED"
-    setting_rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{escape(', '.join(map(str, v)) if isinstance(v, list) else str(v))}</td></tr>"
-        for k, v in meta.items()
-    )
+    shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in meta.items()}
+    setting_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in shown.items())
     summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(stats))
     gate_items = "".join(f"<li class=fail>{escape(f.message)}</li>" for f in failures)
     checked = ", ".join(f"{k} = {v:g}" for k, v in vars(gates).items() if v is not None) or "none"
@@ -150,7 +158,10 @@ def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], met
     latency = render_svg_chart(
         "Latency over time",
         "ms",
-        {name: [(s.t, getattr(s, attr)) for s in timeline] for name, attr in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))},
+        {
+            name: [(s.t, getattr(s, attr)) for s in timeline]
+            for name, attr in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))
+        },
     )
     throughput = render_svg_chart(
         "Throughput",
@@ -158,7 +169,8 @@ def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], met
         {"requests/s": [(s.t, s.requests) for s in timeline], "failures/s": [(s.t, s.failures) for s in timeline]},
     )
     samples = "".join(
-        f"<tr><th>{escape(kind)}</th><td><code>{escape(text)}</code></td></tr>" for kind, text in stats.error_samples.items()
+        f"<tr><th>{escape(kind)}</th><td><code>{escape(text)}</code></td></tr>"
+        for kind, text in stats.error_samples.items()
     )
     errors = f"<h2>Error samples</h2><table>{samples}</table>" if samples else ""
     return f"""<!DOCTYPE html>

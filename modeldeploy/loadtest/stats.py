@@ -129,9 +129,10 @@ def latency_summary(latencies_s: list[float]) -> Latency:
     """Min, mean, percentiles and max in milliseconds of latencies given in seconds."""
     values = sorted(latencies_s)
     if not values:
-        return Latency(*(math.nan,) * 7)
-    ms = [percentile(values, p) * 1000 for p in PERCENTILES]
-    return Latency(values[0] * 1000, sum(values) / len(values) * 1000, *ms, values[-1] * 1000)
+        nan = math.nan
+        return Latency(nan, nan, nan, nan, nan, nan, nan)
+    p50, p90, p95, p99 = (percentile(values, p) * 1000 for p in PERCENTILES)
+    return Latency(values[0] * 1000, sum(values) / len(values) * 1000, p50, p90, p95, p99, values[-1] * 1000)
 
 
 def second_summary(t: int, bucket: Bucket) -> Second:

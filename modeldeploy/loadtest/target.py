@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -41,7 +41,7 @@ def deployment_name(target: str) -> str | None:
     """NAME for `md/NAME` (or `modeldeployment/NAME`), None for anything else."""
     for prefix in MD_PREFIXES:
         if target.startswith(prefix) and len(target) > len(prefix):
-            return target[len(prefix):]
+            return target[len(prefix) :]
     return None
 
 
@@ -62,7 +62,9 @@ def endpoints_from_slices(slices: Iterable[Mapping[str, Any]], port_name: str = 
     return sorted(set(found), key=lambda e: (e.host, e.port))
 
 
-def endpoints_for_deployment(deployment: Mapping[str, Any], slices: list[Mapping[str, Any]], in_cluster: bool) -> list[Endpoint]:
+def endpoints_for_deployment(
+    deployment: Mapping[str, Any], slices: list[Mapping[str, Any]], in_cluster: bool
+) -> list[Endpoint]:
     """Pick the endpoints of a ModelDeployment (as a dict) given its Service's EndpointSlices.
 
     Raises:
@@ -100,19 +102,22 @@ def resolve_target(target: str, namespace: str | None, kubeconfig: str | None = 
     try:
         if in_cluster:
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             api = client.ApiClient(configuration)
             namespace = namespace or _incluster_namespace()
         else:
-            api = config.new_client_from_config(config_file=kubeconfig)
-            context = config.list_kube_config_contexts(config_file=kubeconfig)[1]["context"]
+            api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            context = config.list_kube_config_contexts(config_file=kubeconfig)[1]["context"]  # type: ignore[no-untyped-call]
             namespace = namespace or context.get("namespace", "default")
         with api:
-            deployment = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            deployment = cast(
+                dict[str, Any],
+                client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
             slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
                 namespace, label_selector=f"{SERVICE_NAME_LABEL}={name}"
             )
-            slice_dicts = [api.sanitize_for_serialization(s) for s in slices.items]
+            slice_dicts = [api.sanitize_for_serialization(s) for s in slices.items]  # type: ignore[no-untyped-call]
     except ApiException as err:
         raise TargetError(f"md/{name} in namespace {namespace}: {err.status} {err.reason}") from err
     except ConfigException as err:

@@ -38,7 +38,9 @@ def free_port_fixture() -> Callable[[], int]:
 def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("iris")
     model_dir = work / "model"
-    subprocess.run([sys.executable, str(REPO / "examples/iris/train.py"), str(model_dir)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples/iris/train.py"), str(model_dir)], check=True, capture_output=True
+    )
     key = signing.generate_key()
     (work / "private.pem").write_bytes(signing.private_key_pem(key))
     (work / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
@@ -56,9 +58,22 @@ def iris_url(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(iris_dir),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                "from modeldeploy.cli import main; main()",
+                "serve",
+                str(iris_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 60

@@ -24,7 +24,9 @@ def loadtest(*args: str) -> Result:
     return CliRunner().invoke(main, ["loadtest", *args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("45", 45), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("45", 45), ("1.5s", 1.5)]
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -36,13 +38,17 @@ def test_parse_duration_rejects_nonsense(text: str) -> None:
 
 
 def test_schema_generated_inputs_pass_all_gates_and_write_a_report(iris_url: str, tmp_path: Path) -> None:
-    result = loadtest(iris_url, *SHORT, "--p99-ms", "5000", "--max-error-rate", "0", "--min-rps", "1", "--report", str(tmp_path))
+    result = loadtest(
+        iris_url, *SHORT, "--p99-ms", "5000", "--max-error-rate", "0", "--min-rps", "1", "--report", str(tmp_path)
+    )
     assert result.exit_code == 0, result.output + result.stderr
     assert "PASS all gates" in result.output
     report = json.loads((tmp_path / "report.json").read_text())
     stats = report["stats"]
     assert report["passed"] is True and report["meta"]["model"] == "iris"
-    assert stats["requests"] > 10 and stats["statuses"] == {"200": stats["requests"]}, "generated inputs are valid for the model"
+    assert stats["requests"] > 10 and stats["statuses"] == {"200": stats["requests"]}, (
+        "generated inputs are valid for the model"
+    )
     assert "generated from the input schema" in report["meta"]["inputs"]
     rows = list(csv.DictReader((tmp_path / "timeline.csv").open()))
     assert sum(int(r["requests"]) for r in rows) == stats["requests"]
@@ -65,8 +71,22 @@ def test_min_rps_gate_fails_with_exit_code_1(iris_url: str) -> None:
 
 def test_error_rate_gate_fails_on_inputs_the_model_rejects(iris_url: str, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs.jsonl"
-    inputs.write_text('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}\n{"sepal_length": "long"}\n')
-    result = loadtest(iris_url, "--rate", "40", "--duration", "1s", "--input", str(inputs), "--max-error-rate", "0.1", "--report", str(tmp_path))
+    inputs.write_text(
+        '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}\n{"sepal_length": "long"}\n'
+    )
+    result = loadtest(
+        iris_url,
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--input",
+        str(inputs),
+        "--max-error-rate",
+        "0.1",
+        "--report",
+        str(tmp_path),
+    )
     assert result.exit_code == 1
     assert "FAIL max_error_rate" in result.output
     stats = json.loads((tmp_path / "report.json").read_text())["stats"]
@@ -76,8 +96,10 @@ def test_error_rate_gate_fails_on_inputs_the_model_rejects(iris_url: str, tmp_pa
 
 def test_real_inputs_from_jsonl_pass(iris_url: str, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs.jsonl"
-    inputs.write_text('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}\n'
-                      '[{"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}]\n')
+    inputs.write_text(
+        '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}\n'
+        '[{"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}]\n'
+    )
     result = loadtest(iris_url, "--rate", "40", "--duration", "1s", "--input", str(inputs), "--max-error-rate", "0")
     assert result.exit_code == 0, result.output + result.stderr
 
@@ -101,7 +123,9 @@ def test_live_progress_shows_rate_latency_and_errors(iris_url: str) -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100)
     recorder = Recorder()
-    generator = LoadGenerator([Endpoint.parse(iris_url)], "/api/models/iris/prediction", [b"{}"], Load(1.6, users=2), recorder)
+    generator = LoadGenerator(
+        [Endpoint.parse(iris_url)], "/api/models/iris/prediction", [b"{}"], Load(1.6, users=2), recorder
+    )
     asyncio.run(run_with_progress(generator, recorder, console))
     screen = out.getvalue()
     for column in ("req/s", "p50", "p99", "errors", "in flight"):
@@ -112,9 +136,27 @@ def test_live_progress_shows_rate_latency_and_errors(iris_url: str) -> None:
 
 def test_any_path_with_given_bodies_and_an_unrecorded_warmup(iris_url: str, tmp_path: Path) -> None:
     inputs = tmp_path / "v2.jsonl"
-    inputs.write_text(json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}) + "\n")
-    result = loadtest(iris_url, "--path", "/v2/models/iris/infer", "--input", str(inputs), "--users", "2",
-                      "--warmup", "1s", "--duration", "1s", "--max-error-rate", "0", "--report", str(tmp_path))
+    inputs.write_text(
+        json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]})
+        + "\n"
+    )
+    result = loadtest(
+        iris_url,
+        "--path",
+        "/v2/models/iris/infer",
+        "--input",
+        str(inputs),
+        "--users",
+        "2",
+        "--warmup",
+        "1s",
+        "--duration",
+        "1s",
+        "--max-error-rate",
+        "0",
+        "--report",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output + result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["meta"]["path"] == "/v2/models/iris/infer" and report["meta"]["warmup_s"] == 1.0

@@ -42,8 +42,7 @@ def test_endpoint_parse_rejects_non_http(url: str) -> None:
 def test_request_bytes() -> None:
     request = build_request(Endpoint("10.0.0.1", 80, base_path="/m"), "POST", "/p", b'{"a":1}')
     assert request == (
-        b"POST /m/p HTTP/1.1\r\nHost: 10.0.0.1:80\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 7\r\n\r\n{\"a\":1}"
+        b'POST /m/p HTTP/1.1\r\nHost: 10.0.0.1:80\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}'
     )
     assert build_request(Endpoint("h", 1), "GET", "/x", None) == b"GET /x HTTP/1.1\r\nHost: h:1\r\n\r\n"
 
@@ -56,7 +55,9 @@ def test_open_model_schedule_is_consistent(ramp: float) -> None:
     assert all(due_count(t + 1e-9, rate, ramp) == i + 1 for i, t in enumerate(times))
     assert due_count(5.0, rate, ramp) == int(rate * (5.0 - ramp / 2))
     if ramp:
-        assert due_count(ramp / 2, rate, ramp) == int(rate * ramp / 8), "a quarter of the ramp's requests in its first half"
+        assert due_count(ramp / 2, rate, ramp) == int(rate * ramp / 8), (
+            "a quarter of the ramp's requests in its first half"
+        )
 
 
 @pytest.mark.parametrize(
@@ -108,6 +109,18 @@ def test_refused_connections_are_failures_not_a_hang(free_port: Callable[[], int
     assert set(stats.errors) == {"ConnectionRefusedError"}
 
 
+def test_open_model_charges_each_refused_connection_to_one_scheduled_request(free_port: Callable[[], int]) -> None:
+    recorder = Recorder()
+    run(
+        LoadGenerator(
+            [Endpoint("127.0.0.1", free_port())], PREDICT, [IRIS], Load(1.0, rate=40.0, timeout_s=0.5), recorder
+        )
+    )
+    stats = summarize(recorder, 1.0)
+    assert stats.requests == stats.failures == 40, "no more failures than scheduled requests"
+    assert set(stats.errors) <= {"ConnectionRefusedError", "NotSent"}
+
+
 async def _silent_server(port: int) -> asyncio.AbstractServer:
     """Accepts connections, reads, never answers."""
 
@@ -122,7 +135,9 @@ async def _silent_server(port: int) -> asyncio.AbstractServer:
 def test_unanswered_requests_time_out(free_port: Callable[[], int]) -> None:
     port = free_port()
     recorder = Recorder()
-    generator = LoadGenerator([Endpoint("127.0.0.1", port)], PREDICT, [IRIS], Load(1.0, users=3, timeout_s=0.3), recorder)
+    generator = LoadGenerator(
+        [Endpoint("127.0.0.1", port)], PREDICT, [IRIS], Load(1.0, users=3, timeout_s=0.3), recorder
+    )
     began = time.monotonic()
     run(generator, lambda: _silent_server(port))
     assert time.monotonic() - began < 2.5
@@ -157,7 +172,13 @@ class Counting:
                 head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
                 if not head:
                     break
-                length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 await reader.readexactly(length)
                 self.requests += 1
                 extra = b"Connection: close\r\n" if self.close else b""

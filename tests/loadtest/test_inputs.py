@@ -62,7 +62,12 @@ def test_number_exclusive_bounds_hold() -> None:
 
 def test_refs_arrays_const_and_nullable_types() -> None:
     schema = {
-        "$defs": {"Point": {"type": "object", "properties": {"x": {"const": 1}, "tag": {"type": ["null", "string"], "maxLength": 3}}}},
+        "$defs": {
+            "Point": {
+                "type": "object",
+                "properties": {"x": {"const": 1}, "tag": {"type": ["null", "string"], "maxLength": 3}},
+            }
+        },
         "type": "array",
         "items": {"$ref": "#/$defs/Point"},
         "minItems": 2,

@@ -35,7 +35,13 @@ def slice_(port_name: str, port: int, *endpoints: tuple[str, bool | None]) -> di
 
 @pytest.mark.parametrize(
     ("target", "name"),
-    [("md/iris", "iris"), ("modeldeployment/iris", "iris"), ("md/", None), ("http://127.0.0.1:1", None), ("iris", None)],
+    [
+        ("md/iris", "iris"),
+        ("modeldeployment/iris", "iris"),
+        ("md/", None),
+        ("http://127.0.0.1:1", None),
+        ("iris", None),
+    ],
 )
 def test_deployment_name(target: str, name: str | None) -> None:
     assert deployment_name(target) == name
@@ -57,7 +63,7 @@ def test_deployment_endpoints_inside_and_outside_the_cluster() -> None:
     assert endpoints_for_deployment(md, slices, in_cluster=False) == [Endpoint("10.0.0.1", 8000)]
     with pytest.raises(TargetError, match="no ready pod endpoints"):
         endpoints_for_deployment(md, [slice_("http", 8000, ("10.0.0.1", False))], in_cluster=False)
-    with pytest.raises(TargetError, match="no status.endpoint"):
+    with pytest.raises(TargetError, match=r"no status\.endpoint"):
         endpoints_for_deployment({"metadata": {"name": "iris"}}, slices, in_cluster=True)
 
 
@@ -96,7 +102,10 @@ def publish(api: Any, namespace: str) -> None:
     from kubernetes import client
 
     client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments",
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
         {
             "apiVersion": "modeldeploy.io/v1alpha1",
             "kind": "ModelDeployment",
@@ -115,7 +124,10 @@ def publish(api: Any, namespace: str) -> None:
         {
             "metadata": {"name": "iris-pods", "labels": {"kubernetes.io/service-name": "iris"}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}, {"name": "metrics", "port": 9090, "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 8000, "protocol": "TCP"},
+                {"name": "metrics", "port": 9090, "protocol": "TCP"},
+            ],
             "endpoints": [
                 {"addresses": ["192.0.2.11"], "conditions": {"ready": True}},
                 {"addresses": ["192.0.2.10"], "conditions": {"ready": True}},
@@ -136,7 +148,17 @@ def test_md_target_resolves_to_the_ready_pods_behind_its_service(devcluster: Any
 
 def test_missing_md_is_an_error_of_the_command(devcluster: Any, namespace: str) -> None:
     result = CliRunner().invoke(
-        main, ["loadtest", "md/absent", "-n", namespace, "--kubeconfig", str(devcluster.admin_kubeconfig), "--duration", "1s"]
+        main,
+        [
+            "loadtest",
+            "md/absent",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(devcluster.admin_kubeconfig),
+            "--duration",
+            "1s",
+        ],
     )
     assert result.exit_code == 1
     assert f"md/absent in namespace {namespace}: 404" in result.stderr
