@@ -59,5 +59,7 @@ deploy:
 	$(KUBECTL) apply -k manifests/
 	$(KUBECTL) -n modeldeploy-system rollout status deployment/modeldeploy-operator --timeout=180s
 
+# ModelDeployments first, while the operator still runs to release its finalizer (kopf timers).
 undeploy:
+	-$(KUBECTL) delete modeldeployments.modeldeploy.io --all --all-namespaces --wait
 	$(KUBECTL) delete -k manifests/ --ignore-not-found

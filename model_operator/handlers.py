@@ -111,12 +111,14 @@ async def reconcile(
             selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
             pods = await kube.list_pods(ref.namespace, selector)
         except SpecError as err:
+            logger.warning("Invalid spec: %s", err)
             return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))
         except ApiException as err:
             if err.status in (409, 429) or (err.status or 500) >= 500:
                 raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
             message = f"the API server rejected a child: {_api_message(err)}"
-            return Outcome(spec_error_status(generation, old_conditions, message, _now()), message)
+            logger.warning("%s", message)
+            return Outcome(spec_error_status(generation, old_conditions, message, _now(), "ChildRejected"), message)
     status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)

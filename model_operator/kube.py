@@ -57,17 +57,27 @@ class Kube:
 
     def _apply(self, manifest: Manifest) -> Manifest:
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
-        result = resource.server_side_apply(
-            body=manifest,
-            name=manifest["metadata"]["name"],
-            namespace=manifest["metadata"]["namespace"],
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
-        return dict(result.to_dict())
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+
+        def apply() -> Manifest:
+            return dict(resource.server_side_apply(
+                body=manifest, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True,
+            ).to_dict())
+
+        try:
+            return apply()
+        except ApiException as err:
+            if err.status != 422:
+                raise
+            # A hand edit can leave list entries owned by another manager that clash with ours
+            # (e.g. a second Service port named "http"); apply cannot remove fields it does not
+            # own, so put our lists back wholesale with a merge patch, then apply again.
+            resource.patch(body=manifest, name=name, namespace=namespace,
+                           content_type="application/merge-patch+json", field_manager=FIELD_MANAGER)
+            return apply()
 
     async def apply(self, manifest: Manifest) -> Manifest:
-        """Server-side apply `manifest`; returns the object as stored."""
+        """Server-side apply `manifest` (forcing conflicts); returns the object as stored."""
         return await asyncio.to_thread(self._apply, manifest)
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:

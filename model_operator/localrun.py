@@ -23,16 +23,28 @@ OPERATOR_NAMESPACE = "modeldeploy-system"
 OPERATOR_SERVICE_ACCOUNT = "modeldeploy-operator"
 
 
+def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> None:
+    result = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+
+
 def install(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
     """Apply the kustomize install, minus the operator Deployment (this process stands in for it)."""
-    base = [str(kubectl), "--kubeconfig", str(kubeconfig)]
-    subprocess.run([*base, "apply", "--server-side", "--force-conflicts", "-k", str(manifests)],
-                   check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run([*base, "-n", OPERATOR_NAMESPACE, "delete", "deployment", OPERATOR_SERVICE_ACCOUNT,
-                    "--ignore-not-found"], check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run([*base, "wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev"],
-                   check=True, capture_output=True, text=True, timeout=120)
+    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
+    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "delete", "deployment", OPERATOR_SERVICE_ACCOUNT,
+             "--ignore-not-found")
+    _kubectl(kubectl, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+             "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
+
+
+def _modeldeploy() -> list[str]:
+    """The `modeldeploy` console script of this environment (or the same entry point via -c)."""
+    script = Path(sys.executable).parent / "modeldeploy"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from modeldeploy.cli import main; main()"]
 
 
 def _free_port() -> int:
@@ -60,7 +72,7 @@ class OperatorProcess:
         """Start the operator and wait until its liveness endpoint answers 200."""
         port = _free_port()
         command = [
-            str(Path(sys.executable).parent / "modeldeploy"), "operator",
+            *_modeldeploy(), "operator",
             "--kubeconfig", str(self.kubeconfig), "--server-image", self.server_image,
             "--peering", self.peering, "--liveness", f"http://127.0.0.1:{port}/healthz",
         ]

@@ -198,7 +198,9 @@ def compute_status(
     return status
 
 
-def spec_error_status(generation: int, old_conditions: list[cond.Condition], message: str, now: str) -> Status:
-    """The status of a ModelDeployment whose spec cannot be rendered."""
-    conditions = cond.set_condition(old_conditions, cond.READY, "False", "SpecInvalid", message, now, generation)
+def spec_error_status(
+    generation: int, old_conditions: list[cond.Condition], message: str, now: str, reason: str = "SpecInvalid",
+) -> Status:
+    """The status of a ModelDeployment whose children cannot be rendered or applied."""
+    conditions = cond.set_condition(old_conditions, cond.READY, "False", reason, message, now, generation)
     return {"observedGeneration": generation, "conditions": conditions}
