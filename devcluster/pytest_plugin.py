@@ -10,9 +10,11 @@ Tests using ``devcluster`` are marked ``cluster`` automatically.
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -48,8 +50,17 @@ def devcluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     build.ensure_binaries()
     root = default_state_dir(request.config.rootpath)
     request.config.stash[_ROOT] = root
-    with shared(root, owner="pytest", keep=request.config.getoption("--devcluster-keep")) as cluster:
-        yield cluster
+    # A CI runner that times out sends SIGTERM: unwind like Ctrl-C so the cluster is stopped.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with shared(root, owner="pytest", keep=request.config.getoption("--devcluster-keep")) as cluster:
+            yield cluster
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def namespace_name(test_name: str) -> str:
