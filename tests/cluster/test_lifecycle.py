@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from devcluster import process
 from devcluster.cli import cluster as cluster_cli
 from devcluster.cluster import Cluster
+from devcluster.components import ProcessSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -60,3 +62,28 @@ def test_status_reports_a_killed_component(tmp_path: Path) -> None:
         assert "NOT RUNNING" in line and str(scheduler.log) in line
     finally:
         cluster.down()
+
+
+def test_a_failing_component_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    broken = tmp_path / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'Error: invalid etcd configuration' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    cluster.binaries = dataclasses.replace(cluster.binaries, kube_apiserver=broken)
+    started: list[process.Handle] = []
+    real_start = process.start
+
+    def recording_start(spec: ProcessSpec) -> process.Handle:
+        started.append(real_start(spec))
+        return started[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(process, "start", recording_start)
+        with pytest.raises(process.ComponentError) as caught:
+            cluster.up(timeout=30)
+    assert caught.value.component == "kube-apiserver"
+    assert caught.value.log == tmp_path / "logs" / "kube-apiserver.log"
+    assert "invalid etcd configuration" in str(caught.value)
+    assert [h.name for h in started] == ["etcd", "kube-apiserver"]
+    assert not any(process.alive(h) for h in started)
+    assert cluster.server is None
