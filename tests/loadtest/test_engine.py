@@ -7,10 +7,14 @@ misbehave on purpose (never answer, close after each answer). Every run is bound
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -165,30 +169,27 @@ class Counting:
         self.requests = 0
         self.connections = 0
 
-    async def start(self) -> asyncio.AbstractServer:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
-                if not head:
-                    break
-                length = int(
-                    next(
-                        line.split(b":")[1]
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length")
-                    )
-                )
-                await reader.readexactly(length)
-                self.requests += 1
-                extra = b"Connection: close\r\n" if self.close else b""
-                writer.write(b"HTTP/1.1 200 OK\r\n" + extra + b"Content-Length: 2\r\n\r\n{}")
-                await writer.drain()
-                if self.close:
-                    break
-            writer.close()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            self.requests += 1
+            extra = b"Connection: close\r\n" if self.close else b""
+            writer.write(b"HTTP/1.1 200 OK\r\n" + extra + b"Content-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            if self.close:
+                break
+        writer.close()
 
-        return await asyncio.start_server(handle, "127.0.0.1", self.port)
+    async def start(self, tls: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self.handle, "127.0.0.1", self.port, ssl=tls)
 
 
 def test_a_server_that_closes_after_each_answer_gets_new_connections(free_port: Callable[[], int]) -> None:
@@ -232,3 +233,52 @@ def test_bodies_are_sent_in_turn(free_port: Callable[[], int]) -> None:
     run(LoadGenerator([Endpoint("127.0.0.1", port)], "/p", bodies, Load(0.3, users=1), Recorder()), start)
     assert set(seen) == set(bodies)
     assert max(seen.values()) - min(seen.values()) <= 1
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory / "cert.pem", directory / "key.pem"
+
+
+def test_https_endpoints_are_verified_against_the_trusted_certificates(
+    free_port: Callable[[], int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    server = Counting(free_port())
+
+    endpoint = Endpoint.parse(f"https://127.0.0.1:{server.port}")
+    untrusted = Recorder()
+    run(LoadGenerator([endpoint], "/p", [b"{}"], Load(0.3, users=1), untrusted), lambda: server.start(server_tls))
+    assert summarize(untrusted, 0.3).errors.keys() == {"SSLCertVerificationError"}
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    trusted = Recorder()
+    run(LoadGenerator([endpoint], "/p", [b"{}"], Load(0.3, users=1), trusted), lambda: server.start(server_tls))
+    stats = summarize(trusted, 0.3)
+    assert stats.failures == 0 and stats.requests > 0
