@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,11 @@ from model_operator import conditions as cond
 from model_operator.kube import Kube
 from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
 from model_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
-from model_operator.status import Status, compute_status, spec_error_status
+from model_operator.status import Status, compute_status, fingerprint, spec_error_status, status_changed
 
-RESYNC_SECONDS = 60.0
+RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
+API_THREADS = 16
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
@@ -65,6 +67,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if not settings.peering.standalone:
         await memo.kube.ensure_peering(settings.peering.name)
     memo.locks = collections.defaultdict(asyncio.Lock)
+    memo.applied = {}  # (kind, namespace, name) -> fingerprint of what this process last wrote
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
 
 
 @kopf.on.cleanup()
@@ -73,12 +77,20 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _apply_children(
-    kube: Kube, body: Mapping[str, Any], children: list[dict[str, Any]], ref: ObjectRef
+    kube: Kube,
+    body: Mapping[str, Any],
+    children: list[dict[str, Any]],
+    ref: ObjectRef,
+    written: dict[tuple[str, str, str], tuple[str, str]],
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Apply every child, delete unwanted optional ones; remember what was written for drift checks."""
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
     for child in children:
-        applied[(child["kind"], child["metadata"]["name"])] = await kube.apply(child)
+        stored = await kube.apply(child)
+        applied[(child["kind"], child["metadata"]["name"])] = stored
+        written[(child["kind"], ref.namespace, child["metadata"]["name"])] = fingerprint(stored)
     for api_version, kind, name in unwanted_children(children, ref):
+        written.pop((kind, ref.namespace, name), None)
         if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(dict(body), reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
     return applied
@@ -106,7 +118,7 @@ async def reconcile(
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
             deployment = None if apply else await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if deployment is None:
-                applied = await _apply_children(kube, body, children, ref)
+                applied = await _apply_children(kube, body, children, ref, memo.applied)
                 deployment = applied[("Deployment", ref.name)]
             selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
             pods = await kube.list_pods(ref.namespace, selector)
@@ -139,14 +151,19 @@ def _post_events(body: Mapping[str, Any], outcome: Outcome) -> None:
         post(dict(body), reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
 
 
+def _write_status(body: Mapping[str, Any], outcome: Outcome, patch: kopf.Patch) -> None:
+    _post_events(body, outcome)
+    if status_changed(body.get("status"), outcome.status):
+        patch.status.update(outcome.status)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Apply a new or changed spec (and every existing one when the operator starts)."""
     outcome = await reconcile(body, memo, logger)
-    _post_events(body, outcome)
-    patch.status.update(outcome.status)
+    _write_status(body, outcome, patch)
     if outcome.problem:
         raise kopf.PermanentError(outcome.problem)
     kopf.info(body, reason="Applied", message=f"generation {body.metadata.get('generation')} applied")
@@ -154,10 +171,9 @@ async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2)
 async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Catch drift no watch event reported (and re-check status) every minute."""
+    """Re-apply everything now and then, in case a watch missed an edit (SSA no-ops are cheap)."""
     outcome = await reconcile(body, memo, logger)
-    _post_events(body, outcome)
-    patch.status.update(outcome.status)
+    _write_status(body, outcome, patch)
 
 
 async def _owner(body: kopf.Body, memo: kopf.Memo) -> Mapping[str, Any] | None:
@@ -170,29 +186,33 @@ async def _owner(body: kopf.Body, memo: kopf.Memo) -> Mapping[str, Any] | None:
     return owner
 
 
-def _drifted(event_type: str, seen: Mapping[str, Any], stored: Mapping[str, Any] | None) -> bool:
-    """Whether our apply changed a child away from what the event showed."""
-    if stored is None:
-        return False
-    if event_type == "DELETED":
-        return True
-    key = "generation" if "generation" in seen.get("metadata", {}) else "resourceVersion"
-    return seen["metadata"].get(key) != stored["metadata"].get(key)
+async def _refresh_owner(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *, apply: bool, drift: str | None = None,
+) -> None:
+    owner = await _owner(body, memo)
+    if owner is None:
+        return
+    outcome = await reconcile(owner, memo, logger, apply=apply)
+    if drift and (body["kind"], body.metadata.name) in outcome.applied:
+        kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
+    _post_events(owner, outcome)
+    if status_changed(owner.get("status"), outcome.status):
+        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
 
 
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
-    async def child_changed(body: kopf.Body, type: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        owner = await _owner(body, memo)
-        if owner is None or type is None:
+    async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        """A child changed: re-apply if it is not what we last wrote; refresh status on Deployment status."""
+        if type is None:
             return
-        outcome = await reconcile(owner, memo, logger)
-        stored = outcome.applied.get((body["kind"], body.metadata.name))
-        if _drifted(type, body, stored):
-            verb = "recreated" if type == "DELETED" else "restored"
-            kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was changed by hand; {verb}")
-        _post_events(owner, outcome)
-        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
+        key = (body["kind"], body.metadata.namespace, body.metadata.name)
+        if type == "DELETED":
+            await _refresh_owner(body, memo, logger, apply=True, drift="deleted")
+        elif memo.applied.get(key) != fingerprint(body):
+            await _refresh_owner(body, memo, logger, apply=True, drift="edited")
+        elif body["kind"] == "Deployment":
+            await _refresh_owner(body, memo, logger, apply=False)
 
 
 for _resource in CHILD_RESOURCES:
@@ -200,11 +220,7 @@ for _resource in CHILD_RESOURCES:
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-async def pod_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Refresh the owner's status (e.g. ParametersVerified) when one of its pods changes."""
-    owner = await _owner(body, memo)
-    if owner is None:
-        return
-    outcome = await reconcile(owner, memo, logger, apply=False)
-    _post_events(owner, outcome)
-    await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
+    if type is not None:
+        await _refresh_owner(body, memo, logger, apply=False)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,3 +205,32 @@ def spec_error_status(
     """The status of a ModelDeployment whose children cannot be rendered or applied."""
     conditions = cond.set_condition(old_conditions, cond.READY, "False", reason, message, now, generation)
     return {"observedGeneration": generation, "conditions": conditions}
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def status_changed(old: dict[str, Any] | None, new: Status) -> bool:
+    """Whether writing `new` (a merge patch, where None deletes) would change the stored `old` status."""
+    old = old or {}
+    for key, value in new.items():
+        wanted, stored = _without_none(value), old.get(key)
+        if wanted in (None, {}) and stored in (None, {}):
+            continue
+        if wanted != stored:
+            return True
+    return False
+
+
+def fingerprint(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """What identifies a child's written state: uid plus generation (spec writes) or resourceVersion.
+
+    Status-only updates by controllers keep the generation, so they do not look like drift.
+    """
+    meta = obj["metadata"]
+    return str(meta.get("uid")), str(meta.get("generation") or meta.get("resourceVersion"))

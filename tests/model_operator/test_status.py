@@ -8,7 +8,14 @@ from typing import Any
 from model_operator.conditions import find
 from model_operator.render import SPEC_HASH_ANNOTATION, ObjectRef, render_deployment
 from model_operator.spec import parse_spec
-from model_operator.status import compute_status, parse_termination_message, spec_error_status, verification
+from model_operator.status import (
+    compute_status,
+    fingerprint,
+    parse_termination_message,
+    spec_error_status,
+    status_changed,
+    verification,
+)
 from model_server.fetch import termination_record
 from model_server.signing import VerificationError, VerifiedModel
 
@@ -169,3 +176,24 @@ def test_spec_error_sets_ready_false_spec_invalid() -> None:
     result = spec_error_status(3, [], "spec.image is not set", NOW)
     assert result["observedGeneration"] == 3
     assert conditions(result) == {"Ready": ("False", "SpecInvalid")}
+
+
+def test_status_unchanged_when_only_deleted_keys_differ() -> None:
+    pods = [pod({"state": {"terminated": terminated(BAD, 1)}})]
+    new = status(deployment(), pods)
+    stored = json.loads(json.dumps(new))
+    stored["verification"] = {k: v for k, v in stored["verification"].items() if v is not None}
+    assert not status_changed(stored, new)
+    assert status_changed(None, new)
+    assert status_changed({**stored, "readyReplicas": 1}, new)
+    assert status_changed({**stored, "verification": {"keyFingerprint": "sha256:old"}},
+                          {**new, "verification": {"keyFingerprint": None}})
+
+
+def test_fingerprint_ignores_status_only_updates() -> None:
+    dep = {"metadata": {"uid": "u1", "generation": 3, "resourceVersion": "10"}}
+    assert fingerprint(dep) == fingerprint({"metadata": {**dep["metadata"], "resourceVersion": "11"}})
+    assert fingerprint(dep) != fingerprint({"metadata": {**dep["metadata"], "generation": 4}})
+    assert fingerprint(dep) != fingerprint({"metadata": {**dep["metadata"], "uid": "u2"}})
+    config_map = {"metadata": {"uid": "u3", "resourceVersion": "5"}}
+    assert fingerprint(config_map) != fingerprint({"metadata": {"uid": "u3", "resourceVersion": "6"}})
