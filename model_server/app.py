@@ -63,7 +63,9 @@ class RequestObserver:
         self.metrics.in_flight.inc()
         try:
             if _content_length(scope) > limit:
-                response = error_response(413, "PayloadTooLarge", [f"request body exceeds maxRequestBytes ({limit} bytes)"])
+                response = error_response(
+                    413, "PayloadTooLarge", [f"request body exceeds maxRequestBytes ({limit} bytes)"]
+                )
                 await response(scope, receive, send_observed)
             else:
                 await self.app(scope, receive_limited, send_observed)
@@ -123,18 +125,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.dataplane = dataplane
     app.state.metrics = metrics
     _register_endpoints(app, dataplane, metrics)
-    _document_model_name(app, card.name)
+    _document_fast_routes_and_model_name(app, card.name)
     errors.register(app)
     app.add_middleware(RequestObserver, metrics=metrics, max_request_bytes=settings.max_request_bytes)
     return app
 
 
-def _document_model_name(app: FastAPI, name: str) -> None:
-    """Tell OpenAPI clients (and schemathesis) the one valid `{name}`; others still get a 404."""
+def _document_fast_routes_and_model_name(app: FastAPI, name: str) -> None:
+    """Add the fast routes' operations, and tell OpenAPI clients (and schemathesis) the one
+    valid `{name}`; other names still get a 404."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            schema["paths"].update(getattr(app.state, "fast_operations", {}))
             for operation in (op for item in schema["paths"].values() for op in item.values()):
                 for parameter in operation.get("parameters", []):
                     if parameter["in"] == "path" and parameter["name"] == "name":
@@ -153,5 +157,3 @@ def _register_endpoints(app: FastAPI, dataplane: DataPlane, metrics: Metrics) ->
     @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-

@@ -53,7 +53,7 @@ class MicroBatcher:
                 batch.append(item)
                 size += len(item[0])
             outcomes = await loop.run_in_executor(self.executor, self._predict_batch, [rows for rows, _ in batch])
-            for (_, future), outcome in zip(batch, outcomes):
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # the request was cancelled (client went away)
                     continue
                 if isinstance(outcome, BaseException):
@@ -70,7 +70,7 @@ class MicroBatcher:
                 pass
             else:
                 ends = list(itertools.accumulate(len(rows) for rows in batch))
-                return [outputs[end - len(rows) : end] for rows, end in zip(batch, ends)]
+                return [outputs[end - len(rows) : end] for rows, end in zip(batch, ends, strict=True)]
         outcomes: list[list[Row] | Exception] = []
         for rows in batch:
             try:

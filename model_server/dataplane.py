@@ -164,7 +164,7 @@ class DataPlane:
         if not len(policies):
             return [Prediction(output, []) for output in outputs]
         results = []
-        for index, (row, output) in enumerate(zip(rows, outputs)):
+        for index, (row, output) in enumerate(zip(rows, outputs, strict=True)):
             try:
                 applied = policies.apply(row, output)
             except PolicyRejected as rejection:

@@ -240,13 +240,18 @@ def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
 
 def _dry_run(policies: PolicySet, card: ModelCard) -> None:
     """Evaluate every expression once on the example row, so unknown names fail now."""
-    activation = {"input": celpy.json_to_cel(card.example_input()), "prediction": celpy.json_to_cel(card.example_output())}
+    activation = {
+        "input": celpy.json_to_cel(card.example_input()),
+        "prediction": celpy.json_to_cel(card.example_output()),
+    }
     for policy in policies.policies:
         programs = [("when", policy.when)] + ([("expression", policy.expression)] if policy.expression else [])
         for key, program in programs:
             try:
                 result = program.evaluate(activation)
             except celpy.CELEvalError as err:
-                raise PolicyError(f"policy {policy.spec.name!r}: {key!r} fails on the example input: {err.args[0]}") from err
+                raise PolicyError(
+                    f"policy {policy.spec.name!r}: {key!r} fails on the example input: {err.args[0]}"
+                ) from err
             if key == "when" and not isinstance(result, celtypes.BoolType):
                 raise PolicyError(f"policy {policy.spec.name!r}: 'when' must be a bool, got {type(result).__name__}")

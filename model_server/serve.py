@@ -50,10 +50,14 @@ class DrainingServer(uvicorn.Server):
 
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="server.yaml")
+@click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="server.yaml"
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def serve(model_dir: Path, config_file: Path | None, host: str, port: int, log_level: str) -> None:
     """Serve the model in MODEL_DIR (a verified parameters directory with model.yaml)."""
     logs.configure(getattr(logging, log_level.upper()))

@@ -17,9 +17,7 @@ class SettingsError(ValueError):
 class ServerSettings(BaseModel):
     """What `modeldeploy serve` runs with. Config keys are camelCase (`maxRequestBytes`)."""
 
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, protected_namespaces=()
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, protected_namespaces=())
 
     model_dir: Path
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)

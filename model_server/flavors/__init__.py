@@ -32,4 +32,4 @@ def load(card: ModelCard, model_dir: Path) -> Predictor:
 def columns_to_rows(card: ModelCard, columns: list[Any]) -> list[Row]:
     """Output rows from per-output columns (one list per declared output, in order)."""
     names = [f.name for f in card.outputs]
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]

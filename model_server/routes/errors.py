@@ -13,10 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from model_server.errors import ServerError
 from model_server.routes.responses import json_response
 
 logger = logging.getLogger(__name__)
-from model_server.errors import ServerError
 
 
 def error_response(status_code: int, type_: str, messages: list[str], **details: Any) -> Response:

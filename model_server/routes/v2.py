@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.requests import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from model_server.dataplane import DataPlane, Row, validation_messages
 from model_server.errors import InvalidInput, ModelNotReady
 from model_server.modelcard import ModelCard
-from model_server.routes.responses import inline_schema, json_response, openapi_responses
+from model_server.routes.responses import add_fast_route, inline_schema, json_response, openapi_responses
 
 DATATYPES = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
 
@@ -70,11 +71,11 @@ def tensors_to_rows(card: ModelCard, inputs: list[RequestInput]) -> list[Row]:
         if len(sizes) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in inputs):
             raise InvalidInput("per-field tensors must all have shape [N] or [N, 1] with the same N")
         columns = [by_name[name].data for name in names]
-        return [dict(zip(names, values)) for values in zip(*columns)]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] == len(names):
         data = inputs[0].data
         width = len(names)
-        return [dict(zip(names, data[i : i + width])) for i in range(0, len(data), width)]
+        return [dict(zip(names, data[i : i + width], strict=True)) for i in range(0, len(data), width)]
     raise InvalidInput(
         f"expected one tensor per input {names} or one tensor of shape [N, {len(names)}]; "
         f"got {[(t.name, t.shape) for t in inputs]}"
@@ -101,7 +102,9 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         ok = dataplane.ready()
         return json_response({"ready": ok}, 200 if ok else 503)
 
-    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=openapi_responses({"type": "object"}, 404))
+    @app.get(
+        "/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=openapi_responses({"type": "object"}, 404)
+    )
     async def model_metadata(name: str) -> Response:
         dataplane.get_model(name)
         return json_response(
@@ -114,26 +117,20 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
             }
         )
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness", responses=openapi_responses({"type": "object"}, 404, 503))
+    @app.get(
+        "/v2/models/{name}/ready",
+        tags=["v2"],
+        summary="Model readiness",
+        responses=openapi_responses({"type": "object"}, 404, 503),
+    )
     async def model_ready(name: str) -> Response:
         model = dataplane.get_model(name)
         if not model.ready:
             raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()})")
         return json_response({"name": name, "ready": True})
 
-    @app.post(
-        "/v2/models/{name}/infer",
-        tags=["v2"],
-        summary="Inference (Open Inference Protocol v2)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": inline_schema(InferenceRequest.model_json_schema())}},
-            }
-        },
-        responses=openapi_responses({"type": "object"}, 400, 404, 413, 422, 503),
-    )
-    async def infer(name: str, raw: Request) -> Response:
+    async def infer(raw: Request) -> Response:
+        name = raw.path_params["name"]
         dataplane.get_model(name)
         try:
             request = InferenceRequest.model_validate_json(await raw.body())
@@ -157,3 +154,13 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         if applied:
             body["parameters"] = {"policies": applied}
         return json_response(body)
+
+    add_fast_route(
+        app,
+        "/v2/models/{name}/infer",
+        infer,
+        tags=["v2"],
+        summary="Inference (Open Inference Protocol v2)",
+        body={"schema": inline_schema(InferenceRequest.model_json_schema())},
+        responses=openapi_responses({"type": "object"}, 400, 404, 413, 422, 503),
+    )

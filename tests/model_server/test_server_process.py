@@ -22,38 +22,71 @@ pytestmark = pytest.mark.slow
 def test_iris_endpoints_and_json_request_logs(iris_dir: Path, start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(iris_dir)
     with httpx.Client(base_url=server.url) as client:
-        for path in ("/api/health", "/api/health/ready", "/api/health/startup", "/v2/health/live",
-                     "/v2/health/ready", "/v2/models/iris", "/v2/models/iris/ready", "/api/models",
-                     "/api/models/iris/metadata", "/metrics", "/openapi.json", "/docs"):
+        for path in (
+            "/api/health",
+            "/api/health/ready",
+            "/api/health/startup",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/iris",
+            "/v2/models/iris/ready",
+            "/api/models",
+            "/api/models/iris/metadata",
+            "/metrics",
+            "/openapi.json",
+            "/docs",
+        ):
             assert client.get(path).status_code == 200, path
-        assert client.post("/api/models/iris/prediction", json=VIRGINICA).json()["prediction"] == {"species": "virginica"}
-        infer = client.post("/v2/models/iris/infer", json={"inputs": [
-            {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": list(SETOSA.values())}]})
+        assert client.post("/api/models/iris/prediction", json=VIRGINICA).json()["prediction"] == {
+            "species": "virginica"
+        }
+        infer = client.post(
+            "/v2/models/iris/infer",
+            json={"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": list(SETOSA.values())}]},
+        )
         assert infer.json()["outputs"][0]["data"] == ["setosa"]
         assert client.post("/api/models/iris/prediction", content=b"{oops").status_code == 400
     assert server.stop() == 0
     lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
-    requests = [line for line in lines if line["message"] == "request" and line["path"] == "/api/models/iris/prediction"]
-    assert [(r["model"], r["status"], r["outcome"]) for r in requests] == [("iris", 200, "ok"), ("iris", 400, "client_error")]
+    requests = [
+        line for line in lines if line["message"] == "request" and line["path"] == "/api/models/iris/prediction"
+    ]
+    assert [(r["model"], r["status"], r["outcome"]) for r in requests] == [
+        ("iris", 200, "ok"),
+        ("iris", 400, "client_error"),
+    ]
     assert all(r["latencyMs"] > 0 for r in requests)
 
 
-def test_probe_sequence_during_a_slow_load(pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]) -> None:
+def test_probe_sequence_during_a_slow_load(
+    pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
+) -> None:
     server = start_server(pricing_dir(load_seconds=4.0), wait="listening")
     with httpx.Client(base_url=server.url) as client:
-        loading = {path: client.get(path).status_code for path in ("/api/health", "/api/health/startup", "/api/health/ready")}
+        loading = {
+            path: client.get(path).status_code for path in ("/api/health", "/api/health/startup", "/api/health/ready")
+        }
         assert loading == {"/api/health": 200, "/api/health/startup": 503, "/api/health/ready": 503}
         assert client.get("/api/health/ready").json()["model"]["state"] == "Loading"
-        assert client.post("/api/models/pricing/prediction", json={"age": 1, "smoker": False, "cost": 1.0}).status_code == 503
+        assert (
+            client.post("/api/models/pricing/prediction", json={"age": 1, "smoker": False, "cost": 1.0}).status_code
+            == 503
+        )
         server.wait_started()
-        loaded = {path: client.get(path).status_code for path in ("/api/health", "/api/health/startup", "/api/health/ready")}
+        loaded = {
+            path: client.get(path).status_code for path in ("/api/health", "/api/health/startup", "/api/health/ready")
+        }
         assert loaded == {"/api/health": 200, "/api/health/startup": 200, "/api/health/ready": 200}
         text = client.get("/metrics").text
-    load = next(line for line in text.splitlines() if line.startswith('modeldeploy_model_load_seconds{model="pricing"}'))
+    load = next(
+        line for line in text.splitlines() if line.startswith('modeldeploy_model_load_seconds{model="pricing"}')
+    )
     assert float(load.split()[-1]) >= 4.0
 
 
-def test_failed_load_keeps_answering_probes_not_healthy(pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]) -> None:
+def test_failed_load_keeps_answering_probes_not_healthy(
+    pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
+) -> None:
     server = start_server(pricing_dir(fail_load=True))
     with httpx.Client(base_url=server.url) as client:
         live = client.get("/api/health")
@@ -68,14 +101,26 @@ def test_config_errors_exit_with_a_clear_message(iris_dir: Path, tmp_path: Path)
     config = tmp_path / "server.yaml"
     config.write_text("maxRequestBytes: lots\n")
     result = subprocess.run(
-        [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(iris_dir), "--config", str(config)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from modeldeploy.cli import main; main()",
+            "serve",
+            str(iris_dir),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "maxRequestBytes" in result.stderr
 
 
-def test_sigterm_under_load_drops_no_request(pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]) -> None:
+def test_sigterm_under_load_drops_no_request(
+    pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
+) -> None:
     server = start_server(pricing_dir(predict_seconds=0.05), config={"drainSeconds": 1.0})
     row = {"age": 30, "smoker": False, "cost": 100.0}
     statuses: list[int] = []
@@ -129,9 +174,23 @@ def test_schemathesis_finds_no_server_error(
     server = start_server(iris_dir) if model == "iris" else start_server(pricing_dir(), config={"policies": policies})
     schemathesis = Path(sys.executable).parent / "schemathesis"
     result = subprocess.run(
-        [str(schemathesis), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--request-timeout", "10", "--no-color", "--seed", "1"],
-        capture_output=True, text=True, timeout=400,
+        [
+            str(schemathesis),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "10",
+            "--no-color",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "passed" in result.stdout

@@ -33,7 +33,13 @@ ROW = {"age": 70, "smoker": True, "cost": 10.0}
 def test_input_model_is_strict_finite_and_closed() -> None:
     row = input_model(PRICING)
     assert row.model_validate(ROW).__dict__ == ROW
-    for bad in ({**ROW, "age": "70"}, {**ROW, "cost": float("nan")}, {**ROW, "extra": 1}, {"age": 1}, {**ROW, "cost": -1.0}):
+    for bad in (
+        {**ROW, "age": "70"},
+        {**ROW, "cost": float("nan")},
+        {**ROW, "extra": 1},
+        {"age": 1},
+        {**ROW, "cost": -1.0},
+    ):
         with pytest.raises(ValidationError):
             row.model_validate(bad)
 
@@ -91,7 +97,9 @@ def test_reject_names_policy_and_message() -> None:
 
 
 def test_clamp_bounds_a_numeric_output() -> None:
-    policies = compile_policies([{"name": "floor", "when": "prediction.price < 0.0", "action": "clamp", "min": 0.0}], PRICING)
+    policies = compile_policies(
+        [{"name": "floor", "when": "prediction.price < 0.0", "action": "clamp", "min": 0.0}], PRICING
+    )
     prediction = {"price": -5.0}
     [applied] = policies.apply(ROW, prediction)
     assert prediction == {"price": 0.0}
@@ -100,12 +108,21 @@ def test_clamp_bounds_a_numeric_output() -> None:
 
 
 def test_override_with_a_literal_and_with_an_expression() -> None:
-    literal = compile_policies([{"name": "fixed", "when": "input.age > 60", "action": "override", "value": 99.0}], PRICING)
+    literal = compile_policies(
+        [{"name": "fixed", "when": "input.age > 60", "action": "override", "value": 99.0}], PRICING
+    )
     prediction = {"price": 1.0}
     literal.apply(ROW, prediction)
     assert prediction == {"price": 99.0}
     expression = compile_policies(
-        [{"name": "cost-plus", "when": "prediction.price < input.cost", "action": "override", "expression": "input.cost * 1.1"}],
+        [
+            {
+                "name": "cost-plus",
+                "when": "prediction.price < input.cost",
+                "action": "override",
+                "expression": "input.cost * 1.1",
+            }
+        ],
         PRICING,
     )
     prediction = {"price": 1.0}
@@ -117,7 +134,12 @@ def test_override_with_a_literal_and_with_an_expression() -> None:
 def test_policies_combine_in_order() -> None:
     policies = compile_policies(
         [
-            {"name": "cost-plus", "when": "prediction.price < input.cost", "action": "override", "expression": "input.cost - 20.0"},
+            {
+                "name": "cost-plus",
+                "when": "prediction.price < input.cost",
+                "action": "override",
+                "expression": "input.cost - 20.0",
+            },
             {"name": "floor", "when": "prediction.price < 0.0", "action": "clamp", "min": 0.0},
             {"name": "cap", "action": "clamp", "max": 1000.0},
         ],
