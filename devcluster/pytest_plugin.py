@@ -63,6 +63,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@pytest.fixture(scope="module")
+def node(devcluster: Cluster) -> Iterator[str]:
+    """The process node (``devcluster.node``) for one test module: pods bound to it really run.
+
+    Stopped after the module, so modules that fake the kubelet never share the cluster with it.
+    """
+    handle = devcluster.start_node()
+    try:
+        yield handle.name.removeprefix("node-")
+    finally:
+        devcluster.stop_node()
+
+
 def namespace_name(test_name: str) -> str:
     """A valid, unique namespace name derived from the test's name."""
     stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower().removeprefix("test_").replace("_", "-")).strip("-")
@@ -71,14 +84,20 @@ def namespace_name(test_name: str) -> str:
 
 @pytest.fixture
 def namespace(devcluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted (not awaited) afterwards."""
-    from kubernetes import client
+    """A fresh namespace for one test (ready: its ``default`` ServiceAccount exists), deleted afterwards."""
+    from kubernetes import client, watch
 
     name = namespace_name(request.node.name)
     with devcluster.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         try:
+            # Pods are refused until the controller-manager has created the default ServiceAccount.
+            for _ in watch.Watch().stream(core.list_namespaced_service_account, name,
+                                          field_selector="metadata.name=default", timeout_seconds=30):
+                break
+            else:
+                raise TimeoutError(f"no default ServiceAccount in namespace {name} after 30s")
             yield name
         finally:
             core.delete_namespace(name)

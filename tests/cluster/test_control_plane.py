@@ -22,14 +22,15 @@ pytestmark = pytest.mark.cluster
 T = TypeVar("T")
 
 
-def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "condition",
+               describe: Callable[[], str] = str) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` (and ``describe()``) after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := probe():
             return result
         time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; {describe()}")
 
 
 @pytest.fixture
@@ -120,6 +121,9 @@ def node(api: client.ApiClient) -> Iterator[str]:
     try:
         yield name
     finally:
+        # No kubelet confirms the deletion of its pods, so do it as one would.
+        for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items:
+            core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
         core.delete_node(name)
 
 
@@ -143,14 +147,21 @@ def test_deployment_gets_replicaset_and_pods_bound_to_a_node(api: client.ApiClie
         items = apps.list_namespaced_replica_set(namespace).items
         return next((rs for rs in items if any(o.uid == created.metadata.uid for o in rs.metadata.owner_references or [])), None)
 
-    rs = eventually(replicaset, what="the controller-manager to create a ReplicaSet")
+    def describe() -> str:
+        pods = core.list_namespaced_pod(namespace).items
+        taints = core.read_node(node).spec.taints
+        events = core.list_namespaced_event(namespace).items
+        return (f"pods: {[(p.metadata.name, p.spec.node_name, p.status.phase) for p in pods]}; "
+                f"node taints: {taints}; events: {[(e.reason, e.message) for e in events][-5:]}")
+
+    rs = eventually(replicaset, what="the controller-manager to create a ReplicaSet", describe=describe)
 
     def bound_pods() -> list[client.V1Pod] | None:
         pods = [p for p in core.list_namespaced_pod(namespace).items
                 if any(o.uid == rs.metadata.uid for o in p.metadata.owner_references or [])]
         return pods if len(pods) == 2 and all(p.spec.node_name == node for p in pods) else None
 
-    pods = eventually(bound_pods, what=f"the scheduler to bind 2 pods to {node}")
+    pods = eventually(bound_pods, what=f"the scheduler to bind 2 pods to {node}", describe=describe)
     assert all(p.metadata.owner_references[0].kind == "ReplicaSet" for p in pods)
     assert all(any(c.type == "PodScheduled" and c.status == "True" for c in p.status.conditions) for p in pods)
 
