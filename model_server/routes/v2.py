@@ -10,14 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
 
 from model_server.dataplane import DataPlane, Row, validation_messages
 from model_server.errors import InvalidInput, ModelNotReady
 from model_server.modelcard import ModelCard
-from model_server.routes.responses import add_fast_route, inline_schema, json_response, openapi_responses
+from model_server.routes.responses import (
+    add_fast_route,
+    inline_schema,
+    json_response,
+    openapi_responses,
+)
 
 DATATYPES = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
 
