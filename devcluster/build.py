@@ -7,8 +7,9 @@ staging module (``k8s.io/api``, ...) to the release's matching ``v0.x`` tag; tho
 generated from the release's own ``go.mod``. Nothing here starts a process other than ``go``.
 
 etcd is built too (``go.etcd.io/etcd/server/v3``, the 3.6 line Kubernetes 1.34 ships with)
-rather than taken from Debian: Debian's ``etcd-server`` is 3.4, below the 3.5 minimum
-Kubernetes 1.34 supports (no RequestWatchProgress), and installing it needs apt and root.
+rather than taken from Debian: Debian's ``etcd-server`` is 3.4.23, older than the 3.5/3.6
+releases Kubernetes 1.34 is tested with (the API server falls back for RequestWatchProgress),
+and installing it needs apt and root.
 The build costs about two minutes once per machine and is cached the same way.
 """
 
