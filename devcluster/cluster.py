@@ -15,7 +15,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ COMPONENT_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
 KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 FRONT_PROXY_CLIENT = "front-proxy-client"
 START_TIMEOUT = 60.0
+NODE_STOP_TIMEOUT = 90.0
 TOKEN_SECONDS = 24 * 3600
 
 
@@ -170,8 +171,60 @@ class Cluster:
 
     def _stop(self, handles: list[Handle]) -> None:
         for handle in reversed(handles):
-            process.stop(handle)
+            process.stop(handle, NODE_STOP_TIMEOUT if handle.name.startswith("node-") else process.STOP_TIMEOUT)
         self.layout.state_file.unlink(missing_ok=True)
+
+    # -- the process node ----------------------------------------------------------------
+    def start_node(self, name: str = "devnode", pod_cidr: str = "10.244.0.0/24", timeout: float = START_TIMEOUT,
+                   backoff_base: float | None = None) -> Handle:
+        """Start (or reuse) the process node ``name`` (``devcluster.node``); ``down()`` stops it too.
+
+        It authenticates as ``system:node:<name>`` in ``system:nodes``, like a kubelet.
+        """
+        from devcluster.node import node_spec
+
+        with self.locked():
+            server = self._require_server()
+            handles = self.handles()
+            found = next((h for h in handles if h.name == f"node-{name}"), None)
+            if found is not None and process.healthy(found):
+                return found
+            if found is not None:
+                process.stop(found, NODE_STOP_TIMEOUT)
+                handles.remove(found)
+            kubeconfig = self.kubeconfig_for_user(f"system:node:{name}", ["system:nodes"])
+            handle = process.start(node_spec(self.layout, kubeconfig, name, pod_cidr, free_ports(1)[0], backoff_base))
+            self._write_state(server, self.owner or "cli", [*handles, handle])
+            try:
+                process.wait_healthy([handle], timeout)
+            except BaseException:
+                self.stop_node(name, locked=False)
+                raise
+            return handle
+
+    def stop_node(self, name: str = "devnode", locked: bool = True) -> None:
+        """Stop the process node ``name``: its pods' processes, namespaces and the Node object go."""
+        with self.locked() if locked else nullcontext():
+            handles = self.handles()
+            found = next((h for h in handles if h.name == f"node-{name}"), None)
+            if found is None:
+                return
+            process.stop(found, NODE_STOP_TIMEOUT)
+            server = self.server
+            if server is not None:
+                self._write_state(server, self.owner or "cli", [h for h in handles if h is not found])
+                self._delete_node(name)
+
+    def _delete_node(self, name: str) -> None:
+        """Decommission the Node object; the pod garbage collector then removes pods bound to it."""
+        from kubernetes import client
+
+        with self.api_client() as api:
+            try:
+                client.CoreV1Api(api).delete_node(name)
+            except client.ApiException as err:
+                if err.status != 404:
+                    raise
 
     # -- identities ----------------------------------------------------------------------
     def _write_identities(self, server: str) -> None:
