@@ -260,8 +260,8 @@ def main() -> int:
         model_dir = signed_iris(workdir)
         plan = targets(workdir, model_dir)
         results: dict[str, dict[str, float]] = {}
-        for round_ in range(1, args.rounds + 1):  # interleaved, so a busy moment hits every server
-            for target in plan:
+        for round_ in range(1, args.rounds + 1):  # interleaved, alternating order: noise hits every server
+            for target in plan if round_ % 2 else plan[::-1]:
                 log = workdir / f"{target.name.replace(' ', '_').replace('/', '')}-{round_}.log"
                 with running(target, log):
                     result = measure(target, workdir, args.concurrency, args.duration, args.warmup)
