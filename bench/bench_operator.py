@@ -7,7 +7,7 @@ manifests applied and `modeldeploy operator` running as a child process under it
 ServiceAccount: creates --count ModelDeployments in a fresh namespace as fast as the API
 server takes them, watches Deployments, and reports the wall time until all exist, the
 per-object latency (create sent -> Deployment ADDED seen), the operator's own reconcile
-durations (from its JSON log) and its resident memory. Bounded by --timeout; the namespace
+durations (from its JSON log, lock wait excluded), its CPU time and its resident memory. Bounded by --timeout; the namespace
 is deleted afterwards. No pods run (no kubelet), so this measures the control loop only.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -83,6 +84,7 @@ def run(count: int, timeout: float) -> dict[str, Any]:
         )
         operator.start()
         rss_idle, _ = operator.rss_mib()
+        cpu_idle = operator.cpu_seconds()
         namespace = f"bench-operator-{uuid.uuid4().hex[:6]}"
         with cluster.api_client() as api, cluster.api_client() as watch_api:
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -106,6 +108,7 @@ def run(count: int, timeout: float) -> dict[str, Any]:
                     time.sleep(0.1)
                 done = max(seen.values(), default=began) - began
                 rss, peak = operator.rss_mib()
+                cpu = operator.cpu_seconds() - cpu_idle
             finally:
                 stop.set()
                 core.delete_namespace(namespace)
@@ -121,6 +124,8 @@ def run(count: int, timeout: float) -> dict[str, Any]:
         "create_to_deployment_seconds": summary(latencies),
         "reconcile_apply_seconds": summary([d for d, applied in durations if applied]),
         "reconcile_status_only_seconds": summary([d for d, applied in durations if not applied]),
+        "operator_cpu_seconds": round(cpu, 1),
+        "machine_load_average_1m": round(os.getloadavg()[0], 2),
         "operator_rss_mib": {"idle": round(rss_idle, 1), "after": round(rss, 1), "peak": round(peak, 1)},
     }
 

@@ -26,7 +26,14 @@ from model_operator import conditions as cond
 from model_operator.kube import Kube
 from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
 from model_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
-from model_operator.status import Status, compute_status, fingerprint, spec_error_status, status_changed
+from model_operator.status import (
+    Status,
+    compute_status,
+    fingerprint,
+    reports_fetch,
+    spec_error_status,
+    status_changed,
+)
 
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
@@ -97,9 +104,21 @@ async def _apply_children(
 
 
 async def reconcile(
-    body: Mapping[str, Any], memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], *, apply: bool = True,
+    body: Mapping[str, Any],
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    *,
+    apply: bool = True,
+    deployment: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Render, adopt and apply every child of `body` (or only read them), then compute its status.
+
+    Args:
+        body: the ModelDeployment.
+        memo: the operator's memo (API facade, locks, fingerprints of what was written).
+        logger: where to log.
+        apply: apply the children; otherwise only read the Deployment and pods for the status.
+        deployment: the Deployment as just seen in a watch event, to save reading it.
 
     Raises:
         kopf.TemporaryError: the API server refused for a reason that may pass (conflict, 5xx).
@@ -109,15 +128,16 @@ async def reconcile(
     generation = int(meta.get("generation", 0))
     old_conditions = list((body.get("status") or {}).get("conditions") or [])
     kube: Kube = memo.kube
-    started = time.monotonic()
     async with memo.locks[meta["uid"]]:
+        started = time.monotonic()
         try:
             spec = parse_spec(body["spec"])
             children = render_all(spec, ref, memo.server_image)
             kopf.adopt(children, owner=dict(body))
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
-            deployment = None if apply else await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
-            if deployment is None:
+            if not apply and deployment is None:
+                deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
+            if apply or deployment is None:
                 applied = await _apply_children(kube, body, children, ref, memo.applied)
                 deployment = applied[("Deployment", ref.name)]
             selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
@@ -176,23 +196,34 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: ko
     _write_status(body, outcome, patch)
 
 
-async def _owner(body: kopf.Body, memo: kopf.Memo) -> Mapping[str, Any] | None:
+@kopf.index(GROUP, VERSION, PLURAL)
+def model_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every ModelDeployment as last seen by the watch, so child events need no extra read."""
+    return {(namespace, name): dict(body)}
+
+
+def _owner(body: kopf.Body, index: kopf.Index[tuple[str, str], dict[str, Any]]) -> Mapping[str, Any] | None:
     name = body.metadata.labels.get("app.kubernetes.io/instance")
-    if not name:
+    found = list(index.get((body.metadata.namespace, name), ()))
+    if not found or found[-1]["metadata"].get("deletionTimestamp"):
         return None
-    owner = await memo.kube.get_model_deployment(name, body.metadata.namespace)
-    if owner is None or owner["metadata"].get("deletionTimestamp"):
-        return None
-    return owner
+    return found[-1]
 
 
 async def _refresh_owner(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *, apply: bool, drift: str | None = None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    index: kopf.Index[tuple[str, str], dict[str, Any]],
+    *,
+    apply: bool,
+    drift: str | None = None,
 ) -> None:
-    owner = await _owner(body, memo)
+    owner = _owner(body, index)
     if owner is None:
         return
-    outcome = await reconcile(owner, memo, logger, apply=apply)
+    seen = body if body["kind"] == "Deployment" and not apply else None
+    outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen)
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
         kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
     _post_events(owner, outcome)
@@ -202,25 +233,39 @@ async def _refresh_owner(
 
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
-    async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    async def child_changed(
+        body: kopf.Body,
+        type: str | None,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        model_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+        **_: Any,
+    ) -> None:
         """A child changed: re-apply if it is not what we last wrote; refresh status on Deployment status."""
         if type is None:
             return
         key = (body["kind"], body.metadata.namespace, body.metadata.name)
         if type == "DELETED":
-            await _refresh_owner(body, memo, logger, apply=True, drift="deleted")
+            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
         elif memo.applied.get(key) != fingerprint(body):
-            await _refresh_owner(body, memo, logger, apply=True, drift="edited")
+            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="edited")
         elif body["kind"] == "Deployment":
-            await _refresh_owner(body, memo, logger, apply=False)
+            await _refresh_owner(body, memo, logger, model_deployments, apply=False)
 
 
 for _resource in CHILD_RESOURCES:
     _child_handler(*_resource)
 
 
-@kopf.on.event("", "v1", "pods", labels=OWNED)
-async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Refresh the owner's status (e.g. ParametersVerified) when one of its pods changes."""
+@kopf.on.event("", "v1", "pods", labels=OWNED, when=lambda body, **_: reports_fetch(body))
+async def pod_changed(
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    model_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports."""
     if type is not None:
-        await _refresh_owner(body, memo, logger, apply=False)
+        await _refresh_owner(body, memo, logger, model_deployments, apply=False)

@@ -9,6 +9,7 @@ operator's event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from kubernetes import client, config
@@ -16,10 +17,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from model_operator.render import Manifest
-from model_operator.spec import GROUP, KIND, PLURAL, VERSION
+from model_operator.spec import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "modeldeploy-operator"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def new_api_client() -> client.ApiClient:
@@ -28,7 +28,7 @@ def new_api_client() -> client.ApiClient:
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
     configuration.connection_pool_maxsize = 16
     return client.ApiClient(configuration)
 
@@ -116,10 +116,6 @@ class Kube:
     async def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
         """Pods in `namespace` matching the label `selector`, as plain dicts."""
         return await asyncio.to_thread(self._list_pods, namespace, selector)
-
-    async def get_model_deployment(self, name: str, namespace: str) -> Manifest | None:
-        """The ModelDeployment, or None if it is gone."""
-        return await self.get(API_VERSION, KIND, name, namespace)
 
     def _ensure_peering(self, name: str) -> None:
         body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}

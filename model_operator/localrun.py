@@ -8,6 +8,7 @@ RBAC applies), waits for kopf's liveness endpoint, and collects its JSON log.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -117,6 +118,11 @@ class OperatorProcess:
                 except ValueError:
                     continue
         return records
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the operator process has used."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> tuple[float, float]:
         """(current, peak) resident memory of the operator process in MiB."""

@@ -51,9 +51,21 @@ def parse_termination_message(text: str | None) -> dict[str, Any] | None:
     return None
 
 
-def _fetch_status(pod: dict[str, Any]) -> dict[str, Any] | None:
+def _fetch_status(pod: Mapping[str, Any]) -> dict[str, Any] | None:
     statuses = pod.get("status", {}).get("initContainerStatuses") or []
     return next((s for s in statuses if s.get("name") == INIT_CONTAINER), None)
+
+
+def reports_fetch(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod's fetch container has something to say: a result, or an unusual wait."""
+    status = _fetch_status(pod)
+    if status is None:
+        return False
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    waiting = (state.get("waiting") or {}).get("reason")
+    return bool(state.get("terminated") or last.get("terminated")) or waiting not in (
+        None, "PodInitializing", "ContainerCreating",
+    )
 
 
 def _from_terminated(terminated: dict[str, Any]) -> Verification:

@@ -12,6 +12,7 @@ from model_operator.status import (
     compute_status,
     fingerprint,
     parse_termination_message,
+    reports_fetch,
     spec_error_status,
     status_changed,
     verification,
@@ -197,3 +198,12 @@ def test_fingerprint_ignores_status_only_updates() -> None:
     assert fingerprint(dep) != fingerprint({"metadata": {**dep["metadata"], "uid": "u2"}})
     config_map = {"metadata": {"uid": "u3", "resourceVersion": "5"}}
     assert fingerprint(config_map) != fingerprint({"metadata": {"uid": "u3", "resourceVersion": "6"}})
+
+
+def test_only_pods_whose_fetch_container_reports_need_a_status_refresh() -> None:
+    assert not reports_fetch(pod(None))
+    assert not reports_fetch(pod({"state": {"waiting": {"reason": "PodInitializing"}}}))
+    assert not reports_fetch(pod({"state": {"running": {}}}))
+    assert reports_fetch(pod({"state": {"terminated": terminated(GOOD)}}))
+    assert reports_fetch(pod({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(BAD, 1)}}))
+    assert reports_fetch(pod({"state": {"waiting": {"reason": "ImagePullBackOff"}}}))
