@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +55,15 @@ def test_iris_endpoints_and_json_request_logs(iris_dir: Path, start_server: Call
         ("iris", 400, "client_error"),
     ]
     assert all(r["latencyMs"] > 0 for r in requests)
+
+
+def test_onnx_flavor_served_by_the_real_process(onnx_dir: Path, start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(onnx_dir)
+    with httpx.Client(base_url=server.url) as client:
+        batch = client.post("/api/models/iris-onnx/prediction", json=[SETOSA, VIRGINICA])
+        assert [p["prediction"]["species"] for p in batch.json()["predictions"]] == ["setosa", "virginica"]
+        assert client.get("/v2/models/iris-onnx/ready").status_code == 200
+    assert server.stop() == 0
 
 
 def test_probe_sequence_during_a_slow_load(
@@ -121,7 +129,7 @@ def test_config_errors_exit_with_a_clear_message(iris_dir: Path, tmp_path: Path)
 def test_sigterm_under_load_drops_no_request(
     pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(pricing_dir(predict_seconds=0.05), config={"drainSeconds": 1.0})
+    server = start_server(pricing_dir(predict_seconds=0.05), config={"drainSeconds": 2.0})
     row = {"age": 30, "smoker": False, "cost": 100.0}
     statuses: list[int] = []
     failures: list[str] = []
@@ -137,28 +145,28 @@ def test_sigterm_under_load_drops_no_request(
                 except httpx.TransportError as err:
                     failures.append(repr(err))
 
-    async def scenario() -> float:
+    async def scenario() -> None:
         stop = asyncio.Event()
         workers = [asyncio.create_task(load(stop)) for _ in range(8)]
         await asyncio.sleep(1.0)
-        before = len(statuses)
         server.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=server.url) as probe:
-            began = time.monotonic()
-            while (await probe.get("/api/health/ready")).status_code != 503:
-                assert time.monotonic() - began < 0.5, "readiness did not fail at once"
-            not_ready_after = time.monotonic() - began
-        await asyncio.sleep(0.3)  # traffic still arrives while endpoints are being updated
+            for _ in range(200):  # readiness fails while the server still serves
+                if (await probe.get("/api/health/ready")).status_code == 503:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("readiness never failed after SIGTERM")
+            served_before = len(statuses)
+            await asyncio.sleep(0.3)  # traffic still arrives while endpoints are being updated
+            assert len(statuses) > served_before, "no request was served after readiness failed"
         stop.set()
         await asyncio.gather(*workers)
-        assert len(statuses) > before
-        return not_ready_after
 
-    not_ready_after = asyncio.run(scenario())
+    asyncio.run(scenario())
     assert failures == []
     assert statuses and set(statuses) == {200}
     assert server.process.wait(timeout=30) == 0
-    assert not_ready_after < 0.5
     assert "SIGTERM: draining" in server.logs()
 
 

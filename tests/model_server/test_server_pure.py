@@ -10,7 +10,12 @@ import yaml
 from pydantic import ValidationError
 
 from model_server.errors import PolicyRejected, PredictionFailed
-from model_server.modelcard import ModelCard, ModelCardError, input_model, load_model_card
+from model_server.modelcard import (
+    ModelCard,
+    ModelCardError,
+    input_model,
+    load_model_card,
+)
 from model_server.policies import PolicyError, compile_policies
 
 PRICING = ModelCard.model_validate(
