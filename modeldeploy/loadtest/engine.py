@@ -2,12 +2,11 @@
 
 Why not Locust: `bench/bench_loadgen.py` runs each generator pinned to one core against
 the same fixed-response uvloop server pinned to the other, 32 keep-alive users POSTing an
-iris-sized body. Measured in requests per CPU-second of the generator process (robust to
-the other work on this shared 2-core machine; medians of 3 runs of 6 s), this engine made
-about 46,000, Locust 2.47's FastHttpUser (headless, as a library) about 3,200 and an
-httpx AsyncClient about 200; in wall time on the busy machine, 13,600 vs 1,900 vs 130
-requests/s. Each request the generator costs is CPU the model server on the same two
-cores then lacks, so the lean engine wins by more than 10x.
+iris-sized body. Counted in requests per CPU-second of the generator process (robust to the
+other work on this shared 2-core machine; medians of 3 runs in each of two bench runs), this engine
+made 43,000-46,000, Locust 2.47's FastHttpUser (headless, as a library) 3,200-3,350 and an
+httpx AsyncClient 140-210. Each request the generator costs is CPU that the model server on
+the same two cores then lacks, so the lean engine wins, by 13x over Locust.
 
 How: each connection is an `asyncio.Protocol` whose response parser (httptools, the
 parser uvicorn uses) calls back when a response is complete; the next request goes out
