@@ -4,6 +4,11 @@ Owns parsing the `policies:` list of the server config, compiling every CEL expr
 once (and dry-running it against the model card's example row, so a reference to an
 unknown field fails at startup, not on the first request), and applying the policies to
 one prediction. Pure: no HTTP, no model loading.
+
+Expressions are transpiled to Python (cel-python's `CompiledRunner`, several times faster
+than its tree-walking interpreter). Its programs share module state while they run, so
+policies are evaluated from one thread only: the dry run before the model is ready, then
+the event loop.
 """
 
 from __future__ import annotations
@@ -158,6 +163,14 @@ class CompiledPolicy:
         return Applied(spec.name, spec.action, self.field.name, original, value, spec.message)
 
 
+def describe(err: celpy.CELEvalError) -> str:
+    """The innermost message of a CEL evaluation error (the transpiler wraps the real one)."""
+    args = err.args
+    while len(args) >= 3 and args[0] == "evaluation error" and isinstance(args[2], tuple) and args[2]:
+        args = args[2]
+    return str(args[0]) if args else type(err).__name__
+
+
 def _compile(env: celpy.Environment, name: str, key: str, source: str) -> celpy.Runner:
     try:
         return env.program(env.compile(source))
@@ -203,15 +216,15 @@ class PolicySet:
         """
         if not self.policies:
             return []
-        cel_input = celpy.json_to_cel(row)
+        activation = {"input": celpy.json_to_cel(row), "prediction": celpy.json_to_cel(prediction)}
         applied = []
         for policy in self.policies:
-            activation = {"input": cel_input, "prediction": celpy.json_to_cel(prediction)}
             try:
                 if policy.matches(activation):
                     applied.append(policy.act(activation, prediction))
+                    activation["prediction"] = celpy.json_to_cel(prediction)
             except celpy.CELEvalError as err:
-                raise PredictionFailed(f"policy {policy.spec.name!r} failed: {err.args[0]}") from err
+                raise PredictionFailed(f"policy {policy.spec.name!r} failed: {describe(err)}") from err
         return applied
 
 
@@ -221,7 +234,7 @@ def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
     Raises:
         PolicyError: a policy is malformed, names an unknown field, or has invalid CEL.
     """
-    env = celpy.Environment()
+    env = celpy.Environment(runner_class=celpy.CompiledRunner)
     compiled = []
     seen: set[str] = set()
     for index, entry in enumerate(raw):
@@ -251,7 +264,7 @@ def _dry_run(policies: PolicySet, card: ModelCard) -> None:
                 result = program.evaluate(activation)
             except celpy.CELEvalError as err:
                 raise PolicyError(
-                    f"policy {policy.spec.name!r}: {key!r} fails on the example input: {err.args[0]}"
+                    f"policy {policy.spec.name!r}: {key!r} fails on the example input: {describe(err)}"
                 ) from err
             if key == "when" and not isinstance(result, celtypes.BoolType):
                 raise PolicyError(f"policy {policy.spec.name!r}: 'when' must be a bool, got {type(result).__name__}")
