@@ -38,6 +38,7 @@ from model_operator.status import (
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
 API_THREADS = 16
+CONCURRENT_RECONCILES = 8
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
@@ -74,6 +75,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if not settings.peering.standalone:
         await memo.kube.ensure_peering(settings.peering.name)
     memo.locks = collections.defaultdict(asyncio.Lock)
+    # Few reconciles at a time, each finishing quickly, beat all of them interleaving their calls.
+    memo.slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
     memo.applied = {}  # (kind, namespace, name) -> fingerprint of what this process last wrote
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
 
@@ -110,6 +113,7 @@ async def reconcile(
     *,
     apply: bool = True,
     deployment: Mapping[str, Any] | None = None,
+    changed_child: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Render, adopt and apply every child of `body` (or only read them), then compute its status.
 
@@ -119,6 +123,8 @@ async def reconcile(
         logger: where to log.
         apply: apply the children; otherwise only read the Deployment and pods for the status.
         deployment: the Deployment as just seen in a watch event, to save reading it.
+        changed_child: a child seen in a watch event; apply only if it differs from what
+            this process last wrote (checked under the lock, after any apply in flight).
 
     Raises:
         kopf.TemporaryError: the API server refused for a reason that may pass (conflict, 5xx).
@@ -128,8 +134,10 @@ async def reconcile(
     generation = int(meta.get("generation", 0))
     old_conditions = list((body.get("status") or {}).get("conditions") or [])
     kube: Kube = memo.kube
-    async with memo.locks[meta["uid"]]:
+    async with memo.locks[meta["uid"]], memo.slots:
         started = time.monotonic()
+        if changed_child is not None and memo.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
+            apply = False
         try:
             spec = parse_spec(body["spec"])
             children = render_all(spec, ref, memo.server_image)
@@ -154,6 +162,10 @@ async def reconcile(
     status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)
+
+
+def _child_key(child: Mapping[str, Any]) -> tuple[str, str, str]:
+    return child["kind"], child["metadata"]["namespace"], child["metadata"]["name"]
 
 
 def _api_message(err: ApiException) -> str:
@@ -223,7 +235,8 @@ async def _refresh_owner(
     if owner is None:
         return
     seen = body if body["kind"] == "Deployment" and not apply else None
-    outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen)
+    outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen,
+                              changed_child=body if drift == "edited" else None)
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
         kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
     _post_events(owner, outcome)
@@ -244,10 +257,9 @@ def _child_handler(group: str, version: str, plural: str) -> None:
         """A child changed: re-apply if it is not what we last wrote; refresh status on Deployment status."""
         if type is None:
             return
-        key = (body["kind"], body.metadata.namespace, body.metadata.name)
         if type == "DELETED":
             await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
-        elif memo.applied.get(key) != fingerprint(body):
+        elif memo.applied.get(_child_key(body)) != fingerprint(body):
             await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="edited")
         elif body["kind"] == "Deployment":
             await _refresh_owner(body, memo, logger, model_deployments, apply=False)
