@@ -31,7 +31,8 @@ test: install k8s-binaries minio
 test-unit: install
 	$(PY) -m pytest -m "not cluster and not e2e"
 
-demo: install
+# The whole story on this machine (root: the process node makes network namespaces).
+demo: install k8s-binaries
 	$(PY) -m modeldeploy.demo
 
 bench: install

@@ -27,7 +27,8 @@ def cluster() -> None:
 @cluster.command()
 @_dir_option
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds each component may take to be ready.")
-def up(state_dir: Path | None, timeout: float) -> None:
+@click.option("--node", is_flag=True, help="Also start the process node `devnode` (pods really run; needs root).")
+def up(state_dir: Path | None, timeout: float, node: bool) -> None:
     """Build or reuse the binaries, start (or reuse) the cluster, return when it is ready."""
     build.ensure_binaries()
     started = time.monotonic()
@@ -35,6 +36,8 @@ def up(state_dir: Path | None, timeout: float) -> None:
     try:
         with found.locked():
             found.up(timeout)
+        if node:
+            found.start_node()
     except ComponentError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"cluster ready in {time.monotonic() - started:.1f}s; state and logs in {found.root}")

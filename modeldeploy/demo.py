@@ -1,6 +1,6 @@
-"""`make demo`: train the iris example, sign it, fetch and verify it, and watch tampering fail.
+"""`make demo`: the whole story on a local cluster (``modeldeploy.cluster_demo``), and its offline act.
 
-Everything runs in a temporary directory on this machine: the parameters are published
+``signing_story()`` runs in a temporary directory on this machine: the parameters are published
 as `iris-1.0.0.tar.gz` + `iris-1.0.0.tar.gz.sig` on a loopback HTTP server (standing in
 for S3), fetched the way the init container does, and re-checked the way the model server
 does before loading. Then a tampered archive and a wrong key are refused, leaving the
@@ -96,7 +96,8 @@ def show_record(record: dict[str, object], dest: Path) -> None:
     console.print(f"  [dim]termination log: {json.dumps(record, sort_keys=True)}[/]", soft_wrap=True)
 
 
-def main() -> int:
+def signing_story() -> int:
+    """The offline act: fetch and verify on this machine, no cluster (what the init container does)."""
     console.print(Panel.fit("modeldeploy demo: signed model parameters, verified before anything loads them"))
     with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
         work = Path(tmp)
@@ -165,6 +166,13 @@ def main() -> int:
             )
         )
         return 0 if refused else 1
+
+
+def main() -> int:
+    """``make demo``: the whole story on the local control plane and the process node."""
+    from modeldeploy.cluster_demo import run
+
+    return run(console)
 
 
 if __name__ == "__main__":

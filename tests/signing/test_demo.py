@@ -1,4 +1,4 @@
-"""`make demo` (for now): trains, signs, fetches, and shows tampering refused."""
+"""The demo's offline act: trains, signs, fetches, and shows tampering refused (no cluster)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from modeldeploy import demo
 
 
 def test_demo_installs_verified_parameters_and_refuses_tampering(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main() == 0
+    assert demo.signing_story() == 0
     out = capsys.readouterr().out
     assert "SignatureValid" in out and "FilesDiffer" in out and "KeyMismatch" in out
     assert "demo passed" in out
