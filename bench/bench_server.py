@@ -7,9 +7,9 @@ by `modeldeploy serve`, by MLServer (mlserver + mlserver-sklearn) and by KServe'
 model server (a `kserve.Model` around the same joblib). MLServer and KServe are installed
 from PyPI into their own venvs under ~/.cache/modeldeploy/bench-venvs/ (their pins conflict
 with ours), with the same scikit-learn version as ours so the pickle loads unchanged.
-Every server gets the same closed-loop load from `bench.httpload` (its own process):
-single-row requests, fixed concurrency, bounded duration. Each server runs with its
-defaults (one process). The machine may be shared: servers are measured in interleaved
+Every server gets the same closed-loop load from `modeldeploy loadtest` (the product's
+own generator, in its own process): single-row requests, fixed concurrency, bounded
+duration. Each server runs with its defaults (one process). The machine may be shared: servers are measured in interleaved
 rounds and each one's best round is reported, so compare the ratios of one run.
 """
 
@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import sklearn
@@ -198,21 +199,30 @@ def running(target: Target, log: Path) -> Iterator[None]:
 
 
 def measure(target: Target, workdir: Path, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
-    body = workdir / "body.json"
-    body.write_text(json.dumps(target.body))
-    result = subprocess.run(
+    """One closed-loop run of `modeldeploy loadtest` on `target`; its report's figures."""
+    url = urlsplit(target.path)
+    inputs = workdir / "body.jsonl"
+    inputs.write_text(json.dumps(target.body) + "\n")
+    report = workdir / "loadtest"
+    subprocess.run(
         [
             sys.executable,
-            "-m",
-            "bench.httpload",
-            target.path,
-            str(body),
-            "--concurrency",
+            "-c",
+            "from modeldeploy.cli import main; main()",
+            "loadtest",
+            f"{url.scheme}://{url.netloc}",
+            "--path",
+            url.path,
+            "--input",
+            str(inputs),
+            "--users",
             str(concurrency),
             "--duration",
-            str(duration),
+            f"{duration:g}s",
             "--warmup",
-            str(warmup),
+            f"{warmup:g}s",
+            "--report",
+            str(report),
         ],
         cwd=REPO,
         capture_output=True,
@@ -220,7 +230,14 @@ def measure(target: Target, workdir: Path, concurrency: int, duration: float, wa
         check=True,
         timeout=duration + warmup + 120,
     )
-    return dict(json.loads(result.stdout))
+    stats = json.loads((report / "report.json").read_text())["stats"]
+    latency = stats["latency_ms"]
+    return {
+        "requests": stats["requests"],
+        "errors": stats["failures"],
+        "rps": round(stats["rps"], 1),
+        **{f"{p}_ms": round(latency[p], 3) for p in ("p50", "p90", "p99", "max")},
+    }
 
 
 def format_report(results: dict[str, dict[str, float]], concurrency: int) -> str:
