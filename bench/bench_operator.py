@@ -30,7 +30,12 @@ from kubernetes import client, watch
 
 from devcluster import ensure_binaries
 from devcluster.cluster import default_state_dir, shared
-from model_operator.localrun import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, OperatorProcess, install
+from model_operator.localrun import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    OperatorProcess,
+    install,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECONCILED = re.compile(r"Reconciled in ([0-9.]+)s \((\d+) children applied\)")
@@ -66,7 +71,9 @@ def model_deployment(name: str) -> dict[str, Any]:
 def watch_deployments(api: client.ApiClient, namespace: str, seen: dict[str, float], stop: threading.Event) -> None:
     apps = client.AppsV1Api(api)
     while not stop.is_set():
-        for event in watch.Watch().stream(apps.list_namespaced_deployment, namespace, timeout_seconds=5):
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            apps.list_namespaced_deployment, namespace, timeout_seconds=5)
+        for event in stream:
             name = event["object"].metadata.name
             if event["type"] == "ADDED" and name not in seen:
                 seen[name] = time.monotonic()

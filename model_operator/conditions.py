@@ -41,13 +41,13 @@ def set_condition(
         A new list, in `TYPES` order first, then any other types as found.
     """
     previous = find(conditions, type_)
-    changed = previous is None or previous.get("status") != status
+    unchanged = previous is not None and previous.get("status") == status
     condition: Condition = {
         "type": type_,
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),
+        "lastTransitionTime": previous.get("lastTransitionTime", now) if previous and unchanged else now,
     }
     if observed_generation is not None:
         condition["observedGeneration"] = observed_generation

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -59,7 +59,7 @@ class Outcome:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @kopf.on.startup()
@@ -88,7 +88,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 async def _apply_children(
     kube: Kube,
-    body: Mapping[str, Any],
+    body: kopf.Body,
     children: list[dict[str, Any]],
     ref: ObjectRef,
     written: dict[tuple[str, str, str], tuple[str, str]],
@@ -102,12 +102,12 @@ async def _apply_children(
     for api_version, kind, name in unwanted_children(children, ref):
         written.pop((kind, ref.namespace, name), None)
         if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
-            kopf.info(dict(body), reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
+            kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
     return applied
 
 
 async def reconcile(
-    body: Mapping[str, Any],
+    body: kopf.Body,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     *,
@@ -141,7 +141,7 @@ async def reconcile(
         try:
             spec = parse_spec(body["spec"])
             children = render_all(spec, ref, memo.server_image)
-            kopf.adopt(children, owner=dict(body))
+            kopf.adopt(children, owner=body)
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
@@ -175,15 +175,15 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
-def _post_events(body: Mapping[str, Any], outcome: Outcome) -> None:
+def _post_events(body: kopf.Body, outcome: Outcome) -> None:
     old = list((body.get("status") or {}).get("conditions") or [])
     for condition in cond.transitions(old, outcome.status["conditions"]):
         bad = condition["status"] == "False" and condition["type"] in (cond.READY, cond.PARAMETERS_VERIFIED)
         post = kopf.warn if bad else kopf.info
-        post(dict(body), reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
+        post(body, reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
 
 
-def _write_status(body: Mapping[str, Any], outcome: Outcome, patch: kopf.Patch) -> None:
+def _write_status(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
     _post_events(body, outcome)
     if status_changed(body.get("status"), outcome.status):
         patch.status.update(outcome.status)
@@ -208,25 +208,28 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: ko
     _write_status(body, outcome, patch)
 
 
+Owners = kopf.Index[tuple[str | None, str | None], dict[str, Any]]
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
-def model_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+def model_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str | None, str], Any]:
     """Every ModelDeployment as last seen by the watch, so child events need no extra read."""
     return {(namespace, name): dict(body)}
 
 
-def _owner(body: kopf.Body, index: kopf.Index[tuple[str, str], dict[str, Any]]) -> Mapping[str, Any] | None:
+def _owner(body: kopf.Body, index: Owners) -> kopf.Body | None:
     name = body.metadata.labels.get("app.kubernetes.io/instance")
     found = list(index.get((body.metadata.namespace, name), ()))
     if not found or found[-1]["metadata"].get("deletionTimestamp"):
         return None
-    return found[-1]
+    return kopf.Body(cast(kopf.RawBody, found[-1]))
 
 
 async def _refresh_owner(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    index: kopf.Index[tuple[str, str], dict[str, Any]],
+    index: Owners,
     *,
     apply: bool,
     drift: str | None = None,
@@ -238,7 +241,7 @@ async def _refresh_owner(
     outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen,
                               changed_child=body if drift == "edited" else None)
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
-        kopf.info(dict(owner), reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
+        kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
     _post_events(owner, outcome)
     if status_changed(owner.get("status"), outcome.status):
         await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
@@ -247,16 +250,12 @@ async def _refresh_owner(
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
     async def child_changed(
-        body: kopf.Body,
-        type: str | None,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        model_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
-        **_: Any,
+        body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any,
     ) -> None:
         """A child changed: re-apply if it is not what we last wrote; refresh status on Deployment status."""
         if type is None:
             return
+        model_deployments: Owners = kwargs["model_deployments"]  # kopf passes indexes by name
         if type == "DELETED":
             await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
         elif memo.applied.get(_child_key(body)) != fingerprint(body):
@@ -270,14 +269,7 @@ for _resource in CHILD_RESOURCES:
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED, when=lambda body, **_: reports_fetch(body))
-async def pod_changed(
-    body: kopf.Body,
-    type: str | None,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    model_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
-    **_: Any,
-) -> None:
+async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports."""
     if type is not None:
-        await _refresh_owner(body, memo, logger, model_deployments, apply=False)
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)

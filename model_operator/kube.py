@@ -26,9 +26,11 @@ def new_api_client() -> client.ApiClient:
     """An API client from the in-cluster ServiceAccount, else from `$KUBECONFIG`/~/.kube/config."""
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration,
+        )
     configuration.connection_pool_maxsize = 16
     return client.ApiClient(configuration)
 
@@ -50,7 +52,7 @@ class Kube:
 
     def close(self) -> None:
         """Release the connection pool."""
-        self._api_client.close()
+        self._api_client.close()  # type: ignore[no-untyped-call]
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self._dynamic.resources.get(api_version=api_version, kind=kind)
@@ -111,7 +113,7 @@ class Kube:
 
     def _list_pods(self, namespace: str, selector: str) -> list[Manifest]:
         pods = self._core.list_namespaced_pod(namespace, label_selector=selector)
-        return [self._api_client.sanitize_for_serialization(pod) for pod in pods.items]
+        return [self._api_client.sanitize_for_serialization(pod) for pod in pods.items]  # type: ignore[no-untyped-call]
 
     async def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
         """Pods in `namespace` matching the label `selector`, as plain dicts."""

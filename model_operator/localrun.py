@@ -26,7 +26,7 @@ OPERATOR_SERVICE_ACCOUNT = "modeldeploy-operator"
 
 def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> None:
     result = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
 

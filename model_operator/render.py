@@ -89,7 +89,7 @@ def server_config(spec: ModelDeploymentSpec) -> str:
     if spec.max_request_bytes is not None:
         config["maxRequestBytes"] = spec.max_request_bytes
     config["policies"] = [_policy(policy) for policy in spec.policies]
-    return yaml.safe_dump(config, sort_keys=False)
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:

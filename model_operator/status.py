@@ -179,7 +179,7 @@ def compute_status(
         ready_cond = ("False", "RolloutProgressing", progressing[2])
 
     conditions = old_conditions
-    for type_, (status, reason, message) in (
+    for type_, (value, reason, message) in (
         (cond.PARAMETERS_VERIFIED, (verified.status, verified.reason, verified.message)),
         (cond.AVAILABLE, (
             available_cond.get("status", "Unknown"),
@@ -189,7 +189,7 @@ def compute_status(
         (cond.PROGRESSING, progressing),
         (cond.READY, ready_cond),
     ):
-        conditions = cond.set_condition(conditions, type_, status, reason, message, now, generation)
+        conditions = cond.set_condition(conditions, type_, value, reason, message, now, generation)
 
     status: Status = {
         "observedGeneration": generation,

@@ -21,7 +21,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from model_operator.localrun import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, OperatorProcess, install
+from model_operator.localrun import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    OperatorProcess,
+    install,
+)
 from model_server.fetch import termination_record
 from model_server.signing import VerificationError, VerifiedModel
 
