@@ -7,33 +7,22 @@ verified manifest the server re-checks before loading.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import joblib
 import pytest
 import yaml
+from server_support import REPO, SETOSA, ServerProcess
 
 from model_server import signing
-from model_server.app import create_app
-from model_server.settings import ServerSettings
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "iris"))
 
 import train as iris_train  # noqa: E402  (examples/iris/train.py)
-
-SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-VIRGINICA = {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}
 
 
 @pytest.fixture(scope="session")
@@ -128,85 +117,10 @@ def pricing_dir(tmp_path: Path, seal: Callable[[Path], Path]) -> Callable[..., P
     return _make
 
 
-# in-process: the ASGI app through httpx.ASGITransport ------------------------------------------
+# in-process tests use anyio's pytest plugin on asyncio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def app_client(model_dir: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The app for `model_dir` with its lifespan running, once loading has finished."""
-    app = create_app(ServerSettings(model_dir=model_dir, **settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await wait_for_start(client)
-            yield client
-
-
-async def wait_for_start(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
-    import anyio
-
-    deadline = time.monotonic() + timeout
-    while (await client.get("/api/health/startup")).status_code != 200:
-        assert time.monotonic() < deadline, "model did not finish loading"
-        await anyio.sleep(0.05)
-
-
-# out of process: `modeldeploy serve` on a free loopback port -------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured)."""
-
-    def __init__(self, model_dir: Path, config: dict[str, Any] | None, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"server-{self.port}.log"
-        config_path = workdir / f"server-{self.port}.yaml"
-        config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
-        args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
-        args += ["--config", str(config_path)]
-        args += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_listening(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"server exited: {self.logs()}"
-            try:
-                httpx.get(f"{self.url}/api/health", timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError(f"server did not listen within {timeout}s: {self.logs()}")
-
-    def wait_started(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while httpx.get(f"{self.url}/api/health/startup").status_code != 200:
-            assert time.monotonic() < deadline, f"model did not load: {self.logs()}"
-            time.sleep(0.05)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, as the kubelet sends; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
 
 
 @pytest.fixture

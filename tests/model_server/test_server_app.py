@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SETOSA, VIRGINICA, app_client
+from server_support import SETOSA, VIRGINICA, app_client
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SETOSA, VIRGINICA, ServerProcess
+from server_support import SETOSA, VIRGINICA, ServerProcess
 
 pytestmark = pytest.mark.slow
 
