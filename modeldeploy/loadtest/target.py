@@ -46,7 +46,7 @@ def deployment_name(target: str) -> str | None:
 
 
 def endpoints_from_slices(slices: Iterable[Mapping[str, Any]], port_name: str = PORT_NAME) -> list[Endpoint]:
-    """The ready addresses on the named port of EndpointSlices (as dicts, camelCase keys).
+    """The ready, not terminating addresses on the named port of EndpointSlices (dicts, camelCase keys).
 
     An endpoint without `conditions.ready` counts as ready, as the API documents.
     """
@@ -56,7 +56,8 @@ def endpoints_from_slices(slices: Iterable[Mapping[str, Any]], port_name: str = 
         if not ports:
             continue
         for endpoint in slice_.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is False:
+            conditions = endpoint.get("conditions") or {}
+            if conditions.get("ready") is False or conditions.get("terminating") is True:
                 continue
             found += [Endpoint(address, ports[0]) for address in endpoint.get("addresses", [])]
     return sorted(set(found), key=lambda e: (e.host, e.port))

@@ -50,6 +50,10 @@ def test_deployment_name(target: str, name: str | None) -> None:
 def test_ready_addresses_on_the_http_port_only() -> None:
     slices = [
         slice_("http", 8000, ("10.0.0.2", True), ("10.0.0.1", None), ("10.0.0.3", False)),
+        {
+            "ports": [{"name": "http", "port": 8000}],
+            "endpoints": [{"addresses": ["10.0.0.5"], "conditions": {"ready": True, "terminating": True}}],
+        },
         slice_("metrics", 9090, ("10.0.0.4", True)),
         {"ports": None, "endpoints": None},
     ]
