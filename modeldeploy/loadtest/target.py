@@ -3,7 +3,8 @@
 `md/NAME -n NS`: inside a cluster (KUBERNETES_SERVICE_HOST set) the load goes to the
 ModelDeployment's `status.endpoint` (its Service, which spreads connections over the
 pods); outside, that DNS name does not resolve, so it goes straight to the ready pod
-addresses of the Service's EndpointSlices, and the engine spreads connections over them.
+addresses of its Service's EndpointSlices (the operator names the Service after the
+ModelDeployment), and the engine spreads connections over them.
 The pure functions here parse and pick; `resolve_target` is the only code that calls the API.
 Also reads the model's name and input schema from the server's metadata endpoint.
 """
