@@ -175,13 +175,15 @@ class Cluster:
         self.layout.state_file.unlink(missing_ok=True)
 
     # -- the process node ----------------------------------------------------------------
-    def start_node(self, name: str = "devnode", pod_cidr: str = "10.244.0.0/24", timeout: float = START_TIMEOUT,
+    def start_node(self, name: str = "devnode", pod_cidr: str | None = None, timeout: float = START_TIMEOUT,
                    backoff_base: float | None = None) -> Handle:
         """Start (or reuse) the process node ``name`` (``devcluster.node``); ``down()`` stops it too.
 
-        It authenticates as ``system:node:<name>`` in ``system:nodes``, like a kubelet.
+        It authenticates as ``system:node:<name>`` in ``system:nodes``, like a kubelet. Pods get
+        addresses from ``pod_cidr`` (default: the first 10.244.X.0/24 no other node on this machine uses).
         """
         from devcluster.node import node_spec
+        from devcluster.node.network import free_cidr
 
         with self.locked():
             server = self._require_server()
@@ -193,7 +195,8 @@ class Cluster:
                 process.stop(found, NODE_STOP_TIMEOUT)
                 handles.remove(found)
             kubeconfig = self.kubeconfig_for_user(f"system:node:{name}", ["system:nodes"])
-            handle = process.start(node_spec(self.layout, kubeconfig, name, pod_cidr, free_ports(1)[0], backoff_base))
+            spec = node_spec(self.layout, kubeconfig, name, pod_cidr or free_cidr(), free_ports(1)[0], backoff_base)
+            handle = process.start(spec)
             self._write_state(server, self.owner or "cli", [*handles, handle])
             try:
                 process.wait_healthy([handle], timeout)

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import click
 
+from devcluster.node import DEFAULT_NODE, DEFAULT_POD_CIDR
 from devcluster.node.agent import Agent, serve_health
 from devcluster.node.spec import BACKOFF_BASE, default_images
 
 
 @click.command()
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--node-name", default="devnode", show_default=True)
-@click.option("--pod-cidr", default="10.244.0.0/24", show_default=True)
+@click.option("--node-name", default=DEFAULT_NODE, show_default=True)
+@click.option("--pod-cidr", default=DEFAULT_POD_CIDR, show_default=True)
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for the pods' volumes, logs and launch specs.")
 @click.option("--healthz-port", type=int, required=True)

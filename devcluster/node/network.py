@@ -76,6 +76,15 @@ class AddressPool:
                 self._free.append(address)
 
 
+def free_cidr(base: str = "10.244.0.0/16", prefixlen: int = 24) -> str:
+    """The first ``/prefixlen`` of ``base`` whose bridge does not exist (another node may own the others)."""
+    links = set(ip("-o", "link", "show").replace(":", " ").split())
+    for subnet in ipaddress.IPv4Network(base).subnets(new_prefix=prefixlen):
+        if NodeNetwork.for_cidr(str(subnet)).bridge not in links:
+            return str(subnet)
+    raise NetworkError(f"every /{prefixlen} of {base} is in use by a node bridge")
+
+
 def setup_bridge(net: NodeNetwork) -> None:
     """(Re)create the node bridge with the gateway address; removes leftovers of a crashed agent."""
     teardown_node(net)
