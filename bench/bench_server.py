@@ -9,8 +9,9 @@ from PyPI into their own venvs under ~/.cache/modeldeploy/bench-venvs/ (their pi
 with ours), with the same scikit-learn version as ours so the pickle loads unchanged.
 Every server gets the same closed-loop load from `modeldeploy loadtest` (the product's
 own generator, in its own process): single-row requests, fixed concurrency, bounded
-duration. Each server runs with its defaults (one process). The machine may be shared: servers are measured in interleaved
-rounds and each one's best round is reported, so compare the ratios of one run.
+duration. Each server runs with its defaults (one process). The machine may be shared:
+servers are measured in interleaved rounds and each one's best round is reported, so
+compare the ratios of one run.
 """
 
 from __future__ import annotations
