@@ -1,9 +1,11 @@
 """kopf handlers: when to reconcile, nothing about how to render or call the API.
 
-Reconcile is level-based: a ModelDeployment's create/update, a periodic timer, and any event
-on one of its children (including its pods) all run the same `reconcile()`, which renders
-every child, adopts and applies them, deletes optional children no longer wanted, and
-computes the status. Errors are mapped to kopf's retry semantics only here.
+Reconcile is level-based: a ModelDeployment's create/update/resume and a five-minute timer run
+`reconcile()`, which renders every child, adopts and applies it (server-side apply), deletes
+optional children no longer wanted, and computes the status. Watch events on children re-apply
+only when a child differs from what this process last wrote (deleted or edited by hand);
+Deployment status changes and pods whose fetch container reports refresh only the status.
+Errors are mapped to kopf's retry semantics only here.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ SERVER_IMAGE = "modeldeploy-server:test"
 FINGERPRINT = "sha256:" + "ab" * 32
 T = TypeVar("T")
 
+# Each module that starts a cluster-wide operator (this one, tests/e2e) owns the cluster while it
+# runs: one pytest session runs them one after the other; concurrent sessions need separate
+# clusters ($MODELDEPLOY_DEVCLUSTER_DIR), or two operators with different settings fight.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
@@ -181,7 +184,8 @@ def test_spec_change_rolls_out_and_replicas_do_not(operator: OperatorProcess, ap
     first = wait_for(spec_hash, "the first rollout")
     patch_spec(api, namespace, "iris", {"policies": [{"name": "clamp", "when": "true", "action": "clamp", "min": 0.0}]})
     second = wait_for(lambda: spec_hash() != first and spec_hash(), "a new spec hash after a policy change")
-    assert "clamp" in client.CoreV1Api(api).read_namespaced_config_map("iris-config", namespace).data["server.yaml"]
+    wait_for(lambda: "clamp" in client.CoreV1Api(api).read_namespaced_config_map("iris-config", namespace).data["server.yaml"],
+             "the policy in server.yaml")
 
     patch_spec(api, namespace, "iris", {"replicas": 3})
     wait_for(lambda: deployment(api, namespace, "iris")["spec"]["replicas"] == 3, "3 replicas")
@@ -269,6 +273,19 @@ def test_invalid_specs_are_rejected_with_a_readable_message(
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert result.stderr.startswith('The ModelDeployment "bad" is invalid:'), result.stderr
+
+
+def test_spec_the_api_server_admits_but_the_operator_cannot_render_is_reported(
+    operator: OperatorProcess, api: client.ApiClient, namespace: str,
+) -> None:
+    create(api, namespace, model_deployment("iris", policies=[{"name": "p", "when": "true", "action": "override"}]))
+    md = wait_for(lambda: (m := get_md(api, namespace, "iris")) and condition(m, "Ready") and m, "a Ready condition")
+    ready = condition(md, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SpecInvalid")
+    assert "override needs exactly one of value or expression" in ready["message"]
+    assert wait_for(lambda: [e for e in events(api, namespace, "iris") if e.reason == "SpecInvalid" and e.type == "Warning"],
+                    "a SpecInvalid warning event")
+    assert client.AppsV1Api(api).list_namespaced_deployment(namespace).items == []
 
 
 def pod_names(api: client.ApiClient, namespace: str) -> list[str]:
