@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -99,9 +99,11 @@ class Agent:
         self.stopped = threading.Event()
         self.watching = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.lock: IO[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.lock = network.claim(self.ctx.net)
         shutil.rmtree(self.ctx.root, ignore_errors=True)
         self.ctx.root.mkdir(parents=True)
         network.setup_bridge(self.ctx.net)
@@ -125,7 +127,10 @@ class Agent:
                 path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
             except OSError as err:
                 logger.info("left mount point %s: %s", path, err)
+        if self.lock is None:
+            return  # never claimed the CIDR: the namespaces and bridge belong to another agent
         network.teardown_node(self.ctx.net)
+        self.lock.close()
         shutil.rmtree(self.ctx.root, ignore_errors=True)
         try:
             current = self.api.sanitize_for_serialization(self.core.read_node(self.name))

@@ -7,16 +7,19 @@ handed out from the pod CIDR by ``AddressPool``. Everything goes through iproute
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import logging
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
+LOCK_DIR = Path("/run/modeldeploy-nodes")
 
 
 class NetworkError(RuntimeError):
@@ -76,17 +79,38 @@ class AddressPool:
                 self._free.append(address)
 
 
+def claim(net: NodeNetwork) -> IO[str]:
+    """Hold the CIDR's lock for the agent's lifetime; raise ``NetworkError`` if another agent holds it."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    handle = (LOCK_DIR / f"{net.bridge}.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NetworkError(f"pod CIDR {net.cidr} is in use by another node agent on this machine") from None
+    return handle
+
+
 def free_cidr(base: str = "10.244.0.0/16", prefixlen: int = 24) -> str:
-    """The first ``/prefixlen`` of ``base`` whose bridge does not exist (another node may own the others)."""
+    """The first ``/prefixlen`` of ``base`` that no running agent holds and no bridge uses."""
     links = set(ip("-o", "link", "show").replace(":", " ").split())
     for subnet in ipaddress.IPv4Network(base).subnets(new_prefix=prefixlen):
-        if NodeNetwork.for_cidr(str(subnet)).bridge not in links:
-            return str(subnet)
-    raise NetworkError(f"every /{prefixlen} of {base} is in use by a node bridge")
+        net = NodeNetwork.for_cidr(str(subnet))
+        if net.bridge in links:
+            continue
+        try:
+            claim(net).close()
+        except NetworkError:
+            continue
+        return str(subnet)
+    raise NetworkError(f"every /{prefixlen} of {base} is in use by a node")
 
 
 def setup_bridge(net: NodeNetwork) -> None:
-    """(Re)create the node bridge with the gateway address; removes leftovers of a crashed agent."""
+    """(Re)create the node bridge with the gateway address; removes leftovers of a crashed agent.
+
+    Call only while holding ``claim(net)``: the leftovers are then nobody else's.
+    """
     teardown_node(net)
     ip("link", "add", net.bridge, "type", "bridge")
     ip("addr", "add", f"{net.gateway}/{net.cidr.prefixlen}", "dev", net.bridge)

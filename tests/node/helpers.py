@@ -31,23 +31,13 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60.0, in
 
 
 def create(core: client.CoreV1Api, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Create an object, retrying while the namespace's ``default`` ServiceAccount is not there yet."""
-    kind = body["kind"]
+    """Create a namespaced core object from its manifest; return it as the API's JSON."""
     calls = {
         "Pod": core.create_namespaced_pod, "ConfigMap": core.create_namespaced_config_map,
         "Secret": core.create_namespaced_secret, "Service": core.create_namespaced_service,
         "PersistentVolumeClaim": core.create_namespaced_persistent_volume_claim,
     }
-
-    def attempt() -> Any:
-        try:
-            return calls[kind](namespace, body)
-        except ApiException as err:
-            if err.status == 403 and "serviceaccount" in str(err.body).lower():
-                return None
-            raise
-
-    created = wait_for(attempt, f"creating {kind} {body['metadata']['name']}", timeout=30)
+    created = calls[body["kind"]](namespace, body)
     return dict(core.api_client.sanitize_for_serialization(created))
 
 
