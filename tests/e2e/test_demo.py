@@ -15,7 +15,13 @@ from modeldeploy.cluster_demo import NAMESPACE, NODE
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+def netns() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if re.match(r"md[0-9a-f]{6}-", line)}
+
+
 def test_demo_serves_refuses_tampering_and_cleans_up(devcluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    before = netns()
     assert demo.main() == 0
     out = capsys.readouterr().out
     for expected in ("SignatureValid", "-> setosa", "-> virginica", "FilesDiffer", "0 failed", "demo passed"):
@@ -27,5 +33,4 @@ def test_demo_serves_refuses_tampering_and_cleans_up(devcluster: Any, capsys: py
         assert NAMESPACE not in namespaces or phase == "Terminating"
         assert NODE not in [n.metadata.name for n in core.list_node().items]
     assert not any(h.name == f"node-{NODE}" for h in devcluster.handles())
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert not re.search(r"^md[0-9a-f]{6}-", netns, re.MULTILINE), "a pod network namespace was left behind"
+    assert not netns() - before, "a pod network namespace was left behind"

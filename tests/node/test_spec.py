@@ -128,3 +128,10 @@ def test_mounts_reject_escaping_sub_paths(tmp_path: Any) -> None:
         volumes.mounts(container, {"v": str(tmp_path)}, {})
     nested = {"volumeMounts": [{"name": "v", "mountPath": "/a/b"}, {"name": "v", "mountPath": "/a"}]}
     assert [m.target for m in volumes.mounts(nested, {"v": str(tmp_path)}, {})] == ["/a", "/a/b"]
+
+
+def test_public_surface_is_a_sorted_all_of_existing_names() -> None:
+    import devcluster.node
+
+    assert devcluster.node.__all__ == sorted(devcluster.node.__all__)
+    assert all(hasattr(devcluster.node, name) for name in devcluster.node.__all__)
