@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import celpy
 from celpy import celtypes
+from celpy.celparser import CELParser
+from celpy.evaluation import TranspilerTree
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from model_server.errors import PolicyRejected, PredictionFailed
@@ -228,13 +230,26 @@ class PolicySet:
         return applied
 
 
+def _compiled_environment() -> celpy.Environment:
+    """A CEL environment for the transpiler, whatever used cel-python first in this process.
+
+    cel-python keeps one parser per process, built with the tree class of the first
+    environment created; the transpiler needs its own tree class (a subclass, which the
+    interpreter accepts too), so a parser built for the interpreter is rebuilt.
+    """
+    parser = CELParser.CEL_PARSER
+    if parser is not None and parser.options.tree_class is not TranspilerTree:
+        CELParser.CEL_PARSER = None
+    return celpy.Environment(runner_class=celpy.CompiledRunner)
+
+
 def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
     """Validate and compile the `policies:` list, then dry-run it on the card's example row.
 
     Raises:
         PolicyError: a policy is malformed, names an unknown field, or has invalid CEL.
     """
-    env = celpy.Environment(runner_class=celpy.CompiledRunner)
+    env = _compiled_environment()
     compiled = []
     seen: set[str] = set()
     for index, entry in enumerate(raw):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import celpy
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -160,3 +161,14 @@ def test_policy_that_cannot_evaluate_fails_closed() -> None:
     policies = compile_policies([{"name": "ratio", "when": "100 / input.age > 1", "action": "reject"}], PRICING)
     with pytest.raises(PredictionFailed, match="ratio"):
         policies.apply({**ROW, "age": 0}, {"price": 1.0})
+
+
+
+def test_policies_compile_after_another_cel_user_in_the_same_process() -> None:
+    celpy.Environment().compile("1 == 1")  # the interpreter builds cel-python's shared parser first
+    policies = compile_policies(
+        [{"name": "floor", "when": "prediction.price < 0.0", "action": "clamp", "min": 0.0}], PRICING
+    )
+    prediction = {"price": -1.0}
+    policies.apply(ROW, prediction)
+    assert prediction == {"price": 0.0}
