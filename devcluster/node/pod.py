@@ -257,7 +257,7 @@ class PodWorker(threading.Thread):
         launch = base / "launch.json"
         launch.write_text(json.dumps({
             "mounts": [vars(m) for m in mounts], "workingDir": run.spec.get("workingDir"),
-            "argv": argv, "env": run.env,
+            "argv": argv, "env": run.env, "runtime": spec.runtime_paths(),
         }))
         log_path = base / f"{run.restarts}.log"
         with log_path.open("ab") as log:

@@ -40,6 +40,13 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+def runtime_paths() -> list[str]:
+    """What the images' processes need to stay visible: the Python environment and this checkout."""
+    checkout = Path(__file__).resolve().parents[2]
+    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), checkout}
+    return sorted(str(path) for path in paths)
+
+
 def default_images() -> dict[str, Image]:
     """This repository's images (see the Dockerfile), run from this Python environment."""
     env = {

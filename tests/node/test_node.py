@@ -297,3 +297,17 @@ def test_unknown_image_is_reported_like_a_failed_pull(core: client.CoreV1Api, na
     assert "docker.io/library/nginx:1.27" in waiting["message"]
     wait_for(lambda: (pull_failed() or {}).get("reason") == "ImagePullBackOff", "ImagePullBackOff")
     assert pod(core, namespace, "nginx")["status"]["phase"] == "Pending"
+
+
+def test_a_volume_over_the_checkout_keeps_the_images_python_environment(core: client.CoreV1Api,
+                                                                       namespace: str) -> None:
+    checkout = Path(__file__).resolve().parents[2]
+    script = f'modeldeploy --version && test "$(ls -A {checkout.parent})" = "{checkout.name}"'
+    create(core, namespace, pod_body("hidden", [{
+        "name": "main", "image": IMAGE, "command": ["sh", "-c", script],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": str(checkout.parent)}]}],
+        restartPolicy="Never", volumes=[{"name": "scratch", "emptyDir": {}}]))
+    done = wait_for(lambda: pod(core, namespace, "hidden")["status"].get("phase") in ("Succeeded", "Failed")
+                    and pod(core, namespace, "hidden"), "pod hidden finished")
+    assert done["status"]["phase"] == "Succeeded", container_status(done, "main")["state"]
