@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -29,33 +29,16 @@ from model_operator.localrun import (
 )
 from model_server.fetch import termination_record
 from model_server.signing import VerificationError, VerifiedModel
+from node.helpers import wait_for
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 SERVER_IMAGE = "modeldeploy-server:test"
 FINGERPRINT = "sha256:" + "ab" * 32
-T = TypeVar("T")
 
 # Each module that starts a cluster-wide operator (this one, tests/e2e) owns the cluster while it
 # runs: one pytest session runs them one after the other; concurrent sessions need separate
 # clusters ($MODELDEPLOY_DEVCLUSTER_DIR), or two operators with different settings fight.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll `check` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            last = None
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def kubectl(cluster: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
