@@ -26,6 +26,12 @@ from modeldeploy.story import GROUP, PLURAL, VERSION, model_deployment
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+def loadtest_md_iris(namespace: str, kubeconfig: str, *options: str) -> Any:
+    """`modeldeploy loadtest md/iris -n NAMESPACE` with OPTIONS, run in-process."""
+    return CliRunner().invoke(main, ["loadtest", "md/iris", "-n", namespace, "--kubeconfig", kubeconfig, *options],
+                              catch_exceptions=False)
+
+
 def predictions_served(url: str) -> float:
     """The pod's count of 200 answers to predictions, from its /metrics."""
     families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text)
@@ -66,28 +72,8 @@ def test_loadtest_md_spreads_load_over_the_ready_pods_and_gates_it(
     urls = [e.url for e in endpoints]
     before = {url: predictions_served(url) for url in urls}
 
-    result = CliRunner().invoke(
-        main,
-        [
-            "loadtest",
-            "md/iris",
-            "-n",
-            ns,
-            "--kubeconfig",
-            kubeconfig,
-            "--users",
-            "4",
-            "--duration",
-            "3s",
-            "--p99-ms",
-            "5000",
-            "--max-error-rate",
-            "0",
-            "--report",
-            str(tmp_path),
-        ],
-        catch_exceptions=False,
-    )
+    result = loadtest_md_iris(ns, kubeconfig, "--users", "4", "--duration", "3s", "--p99-ms", "5000",
+                              "--max-error-rate", "0", "--report", str(tmp_path))
     assert result.exit_code == 0, result.output + result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert sorted(report["meta"]["endpoints"]) == sorted(urls)
@@ -96,21 +82,5 @@ def test_loadtest_md_spreads_load_over_the_ready_pods_and_gates_it(
     assert all(n > 0 for n in served.values()), f"both replicas took load: {served}"
     assert sum(served.values()) >= report["stats"]["requests"]
 
-    failing = CliRunner().invoke(
-        main,
-        [
-            "loadtest",
-            "md/iris",
-            "-n",
-            ns,
-            "--kubeconfig",
-            kubeconfig,
-            "--users",
-            "2",
-            "--duration",
-            "1s",
-            "--p99-ms",
-            "0.001",
-        ],
-    )
+    failing = loadtest_md_iris(ns, kubeconfig, "--users", "2", "--duration", "1s", "--p99-ms", "0.001")
     assert failing.exit_code == 1 and "FAIL p99_ms" in failing.output
