@@ -93,9 +93,7 @@ def signed_iris(workdir: Path) -> Path:
     key = signing.generate_key()
     (workdir / "private.pem").write_bytes(signing.private_key_pem(key))
     (workdir / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    signature = signing.sign(model_dir, workdir / "private.pem")
-    verified = signing.verify(model_dir, workdir / "public.pem")
-    signing.write_verified_manifest(model_dir, verified, signing.signed_serialization(signature))
+    signing.seal(model_dir, workdir / "private.pem", workdir / "public.pem")
     return model_dir
 
 

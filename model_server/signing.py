@@ -210,6 +210,17 @@ def write_verified_manifest(model_dir: str | Path, verified: VerifiedModel, seri
     return path
 
 
+def seal(model_dir: str | Path, private_key_path: str | Path, public_key_path: str | Path) -> VerifiedModel:
+    """Sign MODEL_DIR, verify it and record the verified manifest in place: what `fetch` leaves.
+
+    For serving a local directory (tests, benchmarks) without a fetch step.
+    """
+    signature = sign(model_dir, private_key_path)
+    verified = verify(model_dir, public_key_path, signature)
+    write_verified_manifest(model_dir, verified, signed_serialization(signature))
+    return verified
+
+
 def signed_serialization(signature_path: str | Path) -> dict[str, Any]:
     """The hashing parameters recorded in a signature bundle (not authenticated)."""
     return _read_statement(Path(signature_path)).serialization

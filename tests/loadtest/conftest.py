@@ -44,9 +44,7 @@ def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     key = signing.generate_key()
     (work / "private.pem").write_bytes(signing.private_key_pem(key))
     (work / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    signature = signing.sign(model_dir, work / "private.pem")
-    verified = signing.verify(model_dir, work / "public.pem")
-    signing.write_verified_manifest(model_dir, verified, signing.signed_serialization(signature))
+    signing.seal(model_dir, work / "private.pem", work / "public.pem")
     return model_dir
 
 

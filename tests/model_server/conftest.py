@@ -40,9 +40,7 @@ def seal(signing_keys: tuple[Path, Path]) -> Callable[[Path], Path]:
     private, public = signing_keys
 
     def _seal(model_dir: Path) -> Path:
-        signature = signing.sign(model_dir, private)
-        verified = signing.verify(model_dir, public)
-        signing.write_verified_manifest(model_dir, verified, signing.signed_serialization(signature))
+        signing.seal(model_dir, private, public)
         return model_dir
 
     return _seal
