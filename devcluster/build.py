@@ -32,7 +32,14 @@ logger = logging.getLogger(__name__)
 
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\1\s*$")
 _GODEBUG = re.compile(r"^godebug\s")
