@@ -33,7 +33,7 @@ test-unit: install
 
 # The whole story on this machine (root: the process node makes network namespaces).
 demo: install k8s-binaries
-	$(PY) -m modeldeploy.demo
+	$(PY) -m modeldeploy.demo $(DEMO_FLAGS)
 
 bench: install
 	$(PY) -m bench

@@ -1,7 +1,8 @@
-"""Build and cache the control-plane binaries from the Go module proxy.
+"""Build and cache the cluster's binaries from the Go module proxy.
 
-Owns the pinned versions and the cache layout
-(``~/.cache/modeldeploy/k8s-<version>/bin``, ``~/.cache/modeldeploy/etcd-<version>/bin``).
+Owns the pinned versions and the cache layout (``~/.cache/modeldeploy/k8s-<version>/bin``:
+the control plane, kubectl, the kubelet and kube-proxy; ``etcd-<version>/bin``,
+``crictl-<version>/bin``).
 Kubernetes is built in a throw-away wrapper module whose ``replace`` lines pin every
 staging module (``k8s.io/api``, ...) to the release's matching ``v0.x`` tag; those lines are
 generated from the release's own ``go.mod``. Nothing here starts a process other than ``go``.
@@ -41,6 +42,8 @@ KUBE_COMMANDS = (
     "kube-proxy",
 )
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
+CRICTL_VERSION = "v1.34.0"
+CRICTL_PACKAGE = "sigs.k8s.io/cri-tools/cmd/crictl"
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\1\s*$")
 _GODEBUG = re.compile(r"^godebug\s")
 _GO_DIRECTIVE = re.compile(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$")
@@ -59,6 +62,9 @@ class Binaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kubectl: Path
+    kubelet: Path
+    kube_proxy: Path
+    crictl: Path
 
 
 def cache_root() -> Path:
@@ -75,6 +81,10 @@ def etcd_dir(version: str = ETCD_VERSION) -> Path:
     return cache_root() / f"etcd-{version}"
 
 
+def crictl_dir(version: str = CRICTL_VERSION) -> Path:
+    return cache_root() / f"crictl-{version}"
+
+
 def binaries(k8s_version: str = K8S_VERSION, etcd_version: str = ETCD_VERSION) -> Binaries:
     """Where the binaries are (or will be) for these versions; does not build."""
     kube = k8s_dir(k8s_version) / "bin"
@@ -84,6 +94,9 @@ def binaries(k8s_version: str = K8S_VERSION, etcd_version: str = ETCD_VERSION) -
         kube_controller_manager=kube / "kube-controller-manager",
         kube_scheduler=kube / "kube-scheduler",
         kubectl=kube / "kubectl",
+        kubelet=kube / "kubelet",
+        kube_proxy=kube / "kube-proxy",
+        crictl=crictl_dir() / "bin" / "crictl",
     )
 
 
@@ -202,23 +215,40 @@ def build_kubernetes(version: str = K8S_VERSION) -> None:
         _build_into(directory, go_mod, packages, version_ldflags(version))
 
 
+def command_name(package: str) -> str:
+    """The file ``go build -o DIR`` writes for ``package`` (a major-version suffix is skipped)."""
+    parts = package.split("/")
+    return parts[-2] if re.fullmatch(r"v\d+", parts[-1]) else parts[-1]
+
+
+def build_tool(directory: Path, module: str, version: str, package: str, binary: str) -> Path:
+    """Build one Go command (``package`` of ``module@version``) into ``directory/bin/binary``, once."""
+    target = directory / "bin" / binary
+    with _locked(directory):
+        if target.exists():
+            return target
+        go_mod = f"module modeldeploy.local/toolbuild\n\ngo 1.24.0\n\nrequire {module} {version}\n\ntool {package}\n"
+        _build_into(directory, go_mod, [package], "-s -w")
+        built = directory / "bin" / command_name(package)
+        if built != target:
+            built.rename(target)
+    return target
+
+
 def build_etcd(version: str = ETCD_VERSION) -> None:
     """Build the etcd server binary for ``version``."""
-    directory = etcd_dir(version)
-    with _locked(directory):
-        if (directory / "bin" / "etcd").exists():
-            return
-        go_mod = (
-            "module modeldeploy.local/etcdbuild\n\ngo 1.24.0\n\n"
-            f"require {ETCD_PACKAGE} {version}\n\ntool {ETCD_PACKAGE}\n"
-        )
-        _build_into(directory, go_mod, [ETCD_PACKAGE], "-s -w")
-        (directory / "bin" / "server").rename(directory / "bin" / "etcd")
+    build_tool(etcd_dir(version), ETCD_PACKAGE, version, ETCD_PACKAGE, "etcd")
+
+
+def build_crictl(version: str = CRICTL_VERSION) -> None:
+    """Build crictl, the CRI client the node's teardown uses to stop every pod sandbox."""
+    build_tool(crictl_dir(version), "sigs.k8s.io/cri-tools", version, CRICTL_PACKAGE, "crictl")
 
 
 def ensure_binaries() -> Binaries:
     """Build whatever is missing from the cache and return the paths."""
     build_etcd()
+    build_crictl()
     build_kubernetes()
     return binaries()
 

@@ -20,22 +20,23 @@ _dir_option = click.option(
 
 @click.group()
 def cluster() -> None:
-    """A local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler)."""
+    """A local single-node Kubernetes: etcd, apiserver, controller-manager, scheduler and a real node."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
 @cluster.command()
 @_dir_option
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds each component may take to be ready.")
-@click.option("--node", is_flag=True, help="Also start the process node `devnode` (pods really run; needs root).")
+@click.option("--node/--no-node", default=True, show_default=True,
+              help="Also start the real node `devnode` (kubelet, containerd, kube-proxy, CoreDNS; needs root).")
 def up(state_dir: Path | None, timeout: float, node: bool) -> None:
-    """Build or reuse the binaries, start (or reuse) the cluster, return when it is ready."""
+    """Build or reuse the binaries (and images), start (or reuse) the cluster, return when it is ready."""
     build.ensure_binaries()
     started = time.monotonic()
     found = Cluster(state_dir)
     try:
         with found.locked():
-            found.up(timeout)
+            found.up(timeout, node_network=node)
         if node:
             found.start_node()
     except ComponentError as err:
@@ -47,7 +48,7 @@ def up(state_dir: Path | None, timeout: float, node: bool) -> None:
 @cluster.command()
 @_dir_option
 def down(state_dir: Path | None) -> None:
-    """Stop every process the cluster started (logs are kept)."""
+    """Stop every process the cluster started, remove its pods, mounts, bridge, routes and rules (logs stay)."""
     target = Cluster(state_dir)
     with target.locked():
         target.down()

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from devcluster import build, pki, process
-from devcluster.components import ADMIN, CONTROL_PLANE, HOST, Layout, Ports, control_plane
+from devcluster.components import ADMIN, CONTROL_PLANE, HOST, SERVICE_CIDR, Layout, Ports, control_plane
+from devcluster.node import addons, network, runtime
+from devcluster.node.config import NodeLayout, NodePlan
 from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from devcluster.process import Handle
 
@@ -34,7 +36,7 @@ COMPONENT_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
 KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 FRONT_PROXY_CLIENT = "front-proxy-client"
 START_TIMEOUT = 60.0
-NODE_STOP_TIMEOUT = 90.0
+DEFAULT_NODE = "devnode"
 TOKEN_SECONDS = 24 * 3600
 
 
@@ -99,10 +101,25 @@ class Cluster:
         except (OSError, ValueError):
             return {}
 
-    def _write_state(self, server: str, owner: str, handles: list[Handle]) -> None:
+    def _write_state(self, server: str, owner: str, handles: list[Handle], **extra: Any) -> None:
+        """Record the cluster; ``extra`` (``network``, ``node``) replaces those keys, others are kept."""
+        previous = self._state()
         state = {"server": server, "owner": owner, "k8s": build.K8S_VERSION, "etcd": build.ETCD_VERSION,
-                 "processes": [asdict(h) for h in handles]}
+                 "processes": [asdict(h) for h in handles],
+                 "network": previous.get("network"), "node": previous.get("node"), **extra}
         self.layout.state_file.write_text(json.dumps(state, indent=2, default=str))
+
+    @property
+    def network(self) -> network.HostNetwork | None:
+        """The host network the cluster made for its node (``up(node_network=True)``), if any."""
+        recorded = self._state().get("network")
+        return network.HostNetwork(recorded["pod_cidr"], recorded["service_cidr"]) if recorded else None
+
+    @property
+    def node_plan(self) -> NodePlan | None:
+        """The running node's names, addresses and ports, if a node was started."""
+        recorded = self._state().get("node")
+        return NodePlan(**recorded) if recorded else None
 
     def handles(self) -> list[Handle]:
         return [process.handle_from_dict(p) for p in self._state().get("processes", [])]
@@ -134,12 +151,15 @@ class Cluster:
         with _flock(self.root / ".lock", fcntl.LOCK_EX):
             yield
 
-    def up(self, timeout: float = START_TIMEOUT, owner: str = "cli") -> Cluster:
+    def up(self, timeout: float = START_TIMEOUT, owner: str = "cli", node_network: bool = False) -> Cluster:
         """Reuse a healthy cluster in ``root`` or start a fresh one; return once all are ready.
 
+        ``node_network`` (root only) first makes the node's bridge, whose address the API server
+        then listens on, so pods (the operator, CoreDNS) reach it through the ``kubernetes``
+        Service; without it everything listens on loopback and no node can run.
         Callers that may race with other processes hold ``locked()`` around this.
         """
-        if self.is_healthy():
+        if self.is_healthy() and (self.network is not None or not node_network):
             logger.info("reusing the running cluster in %s", self.root)
             return self
         self.down()
@@ -148,75 +168,104 @@ class Cluster:
             sub.mkdir(mode=0o700, parents=True)
         missing = [p for p in vars(self.binaries).values() if not p.exists()]
         if missing:
-            raise FileNotFoundError(f"control-plane binaries missing ({missing[0]}); run scripts/build-k8s.sh")
-        ports = Ports(*free_ports(5))
-        server = f"https://{HOST}:{ports.apiserver}"
-        self._write_identities(server)
+            raise FileNotFoundError(f"cluster binaries missing ({missing[0]}); run scripts/build-k8s.sh")
+        host_network = network.HostNetwork(network.free_cidr(), SERVICE_CIDR) if node_network else None
+        address = host_network.node_ip if host_network else HOST
+        ports = Ports(*free_ports(5), address=address)
         handles: list[Handle] = []
         try:
+            if host_network is not None:
+                sysctls = network.setup(host_network)
+                self._write_state(ports.server, owner, handles, network={
+                    "pod_cidr": host_network.pod_cidr, "service_cidr": host_network.service_cidr, "sysctls": sysctls})
+            self._write_identities(ports.server, address)
             for stage in control_plane(self.binaries, self.layout, ports):
                 for spec in stage:
                     handles.append(process.start(spec))
-                    self._write_state(server, owner, handles)
+                    self._write_state(ports.server, owner, handles)
                 process.wait_gates(handles[-len(stage):], timeout)
             process.wait_healthy(handles, timeout)
         except BaseException:
-            self._stop(handles)
+            self.down()
             raise
         return self
 
     def down(self) -> None:
-        """Stop every recorded process (newest first); keep logs, forget the state."""
+        """Stop the node and every recorded process (newest first), remove the host network; keep logs."""
+        self.stop_node(locked=False)
         self._stop(self.handles())
+        recorded = self._state().get("network")
+        if recorded:
+            network.teardown(network.HostNetwork(recorded["pod_cidr"], recorded["service_cidr"]), recorded.get("sysctls"))
+        self.layout.state_file.unlink(missing_ok=True)
 
     def _stop(self, handles: list[Handle]) -> None:
         for handle in reversed(handles):
-            process.stop(handle, NODE_STOP_TIMEOUT if handle.name.startswith("node-") else process.STOP_TIMEOUT)
-        self.layout.state_file.unlink(missing_ok=True)
+            process.stop(handle)
 
-    # -- the process node ----------------------------------------------------------------
-    def start_node(self, name: str = "devnode", pod_cidr: str | None = None, timeout: float = START_TIMEOUT,
-                   backoff_base: float | None = None) -> Handle:
-        """Start (or reuse) the process node ``name`` (``devcluster.node``); ``down()`` stops it too.
+    # -- the node -----------------------------------------------------------------------
+    def start_node(self, name: str = DEFAULT_NODE, timeout: float = START_TIMEOUT) -> NodePlan:
+        """Start (or reuse) the real node ``name``: containerd, the kubelet, kube-proxy, CoreDNS.
 
-        It authenticates as ``system:node:<name>`` in ``system:nodes``, like a kubelet. Pods get
-        addresses from ``pod_cidr`` (default: the first 10.244.X.0/24 no other node on this machine uses).
+        Needs a cluster started with ``node_network``. The images are built (or taken from the
+        cache) and loaded into the node's containerd first; returns once the Node is Ready.
         """
-        from devcluster.node import node_spec
-        from devcluster.node.network import free_cidr
+        from devcluster import images
 
         with self.locked():
             server = self._require_server()
+            host_network = self.network
+            if host_network is None:
+                raise RuntimeError(f"the cluster in {self.root} has no node network; start it with `cluster up --node`")
+            plan = self.node_plan
             handles = self.handles()
-            found = next((h for h in handles if h.name == f"node-{name}"), None)
-            if found is not None and process.healthy(found):
-                return found
-            if found is not None:
-                process.stop(found, NODE_STOP_TIMEOUT)
-                handles.remove(found)
-            kubeconfig = self.kubeconfig_for_user(f"system:node:{name}", ["system:nodes"])
-            spec = node_spec(self.layout, kubeconfig, name, pod_cidr or free_cidr(), free_ports(1)[0], backoff_base)
-            handle = process.start(spec)
-            self._write_state(server, self.owner or "cli", [*handles, handle])
+            node_handles = [h for h in handles if h.name.endswith(f"-{name}")]
+            if plan is not None and len(node_handles) == 3 and all(process.healthy(h) for h in node_handles):
+                node = NodeLayout.of(self.layout, name)
+                images.load_images(images.ensure_images(), str(node.containerd_socket))  # a changed tree rebuilds
+                return plan
+            self.stop_node(name, locked=False)
+            handles = self.handles()
+            plan = NodePlan(name, host_network.pod_cidr, host_network.bridge, *free_ports(5))
+            node = NodeLayout.of(self.layout, name)
+            runtime.write_files(self, node, plan)
+            self._write_state(server, self.owner or "cli", handles, node=asdict(plan))
             try:
-                process.wait_healthy([handle], timeout)
+                containerd, kubelet, proxy = runtime.specs(self, node, plan)
+                handles.append(process.start(containerd))
+                self._write_state(server, self.owner or "cli", handles)
+                process.wait_healthy(handles[-1:], timeout)
+                images.load_images(images.ensure_images(), str(node.containerd_socket))
+                for spec in (kubelet, proxy):
+                    handles.append(process.start(spec))
+                    self._write_state(server, self.owner or "cli", handles)
+                process.wait_healthy(handles[-2:], timeout)
+                runtime.apply(self, [addons.kubelet_api_access(), *addons.coredns(images.COREDNS_IMAGE)])
+                runtime.wait_ready(self, name)
             except BaseException:
                 self.stop_node(name, locked=False)
                 raise
-            return handle
+            return plan
 
-    def stop_node(self, name: str = "devnode", locked: bool = True) -> None:
-        """Stop the process node ``name``: its pods' processes, namespaces and the Node object go."""
+    def stop_node(self, name: str = DEFAULT_NODE, locked: bool = True) -> None:
+        """Stop the node ``name``: every pod, container, mount, rule and process it made goes; so does its Node."""
         with self.locked() if locked else nullcontext():
+            plan = self.node_plan
             handles = self.handles()
-            found = next((h for h in handles if h.name == f"node-{name}"), None)
-            if found is None:
+            node_handles = [h for h in handles if h.name.endswith(f"-{name}")]
+            if plan is None and not node_handles:
                 return
-            process.stop(found, NODE_STOP_TIMEOUT)
+            node = NodeLayout.of(self.layout, name)
+            if plan is not None:
+                runtime.teardown(self, node, plan, node_handles)
+            else:
+                self._stop(node_handles)
+            runtime.wipe(node)
             server = self.server
             if server is not None:
-                self._write_state(server, self.owner or "cli", [h for h in handles if h is not found])
-                self._delete_node(name)
+                self._write_state(server, self.owner or "cli", [h for h in handles if h not in node_handles], node=None)
+                if any(process.healthy(h) for h in handles if h.name == "kube-apiserver"):
+                    self._delete_node(name)
 
     def _delete_node(self, name: str) -> None:
         """Decommission the Node object; the pod garbage collector then removes pods bound to it."""
@@ -230,9 +279,9 @@ class Cluster:
                     raise
 
     # -- identities ----------------------------------------------------------------------
-    def _write_identities(self, server: str) -> None:
+    def _write_identities(self, server: str, address: str) -> None:
         ca = pki.create_ca(self.layout.pki)
-        pki.create_serving_cert(ca, self.layout.pki, HOST)
+        pki.create_serving_cert(ca, self.layout.pki, HOST, address)
         pki.create_service_account_key(self.layout.pki)
         pki.create_client_cert(ca, self.layout.pki, KUBELET_CLIENT)
         front_proxy = pki.create_ca(self.layout.pki, "front-proxy-ca", stem="front-proxy-ca")
@@ -284,7 +333,7 @@ class Cluster:
 
 
 @contextmanager
-def shared(root: Path, owner: str, keep: bool = False) -> Iterator[Cluster]:
+def shared(root: Path, owner: str, keep: bool = False, node_network: bool = False) -> Iterator[Cluster]:
     """Use the cluster in ``root`` together with other processes (e.g. parallel pytest runs).
 
     Reuses a healthy cluster or starts one marked as ``owner``'s. On exit, the last user
@@ -297,7 +346,7 @@ def shared(root: Path, owner: str, keep: bool = False) -> Iterator[Cluster]:
             fcntl.flock(users, fcntl.LOCK_SH)
             started = time.monotonic()
             reused = cluster.is_healthy()
-            cluster.up(owner=owner)
+            cluster.up(owner=owner, node_network=node_network)
             logger.info("control plane %s in %.1fs", "reused" if reused else "started", time.monotonic() - started)
         try:
             yield cluster

@@ -21,13 +21,18 @@ ADMIN = ("admin", ("system:masters",))
 
 @dataclass(frozen=True)
 class Ports:
-    """Loopback ports of one cluster."""
+    """Ports of one cluster (all on loopback but the API server's, which listens on ``address``)."""
 
     etcd_client: int
     etcd_peer: int
     apiserver: int
     controller_manager: int
     scheduler: int
+    address: str = HOST
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.address}:{self.apiserver}"
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,8 @@ def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
     argv = (
         str(bins.kube_apiserver),
         f"--etcd-servers=http://{HOST}:{ports.etcd_client}",
-        f"--bind-address={HOST}",
-        f"--advertise-address={HOST}",
+        f"--bind-address={ports.address}",
+        f"--advertise-address={ports.address}",
         f"--secure-port={ports.apiserver}",
         f"--cert-dir={layout.pki}",
         f"--tls-cert-file={pki('apiserver.crt')}",
@@ -129,6 +134,8 @@ def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
         f"--client-ca-file={pki('ca.crt')}",
         f"--kubelet-client-certificate={pki('kube-apiserver-kubelet-client.crt')}",
         f"--kubelet-client-key={pki('kube-apiserver-kubelet-client.key')}",
+        f"--kubelet-certificate-authority={pki('ca.crt')}",
+        "--kubelet-preferred-address-types=InternalIP",
         # The aggregation layer's front proxy, as kubeadm sets it up.
         f"--requestheader-client-ca-file={pki('front-proxy-ca.crt')}",
         "--requestheader-allowed-names=front-proxy-client",
@@ -144,12 +151,13 @@ def apiserver_spec(bins: Binaries, layout: Layout, ports: Ports) -> ProcessSpec:
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
-        # Endpoints may not hold loopback addresses, so the `kubernetes` Service gets none.
-        "--endpoint-reconciler-type=none",
+        # Endpoints may not hold loopback addresses: on loopback the `kubernetes` Service gets none;
+        # on the node's address the API server publishes itself there, as on any cluster.
+        f"--endpoint-reconciler-type={'none' if ports.address == HOST else 'lease'}",
         "--profiling=false",
         "--v=1",
     )
-    url = f"https://{HOST}:{ports.apiserver}/readyz"
+    url = f"{ports.server}/readyz"
     admin_pair = client_cert_paths(layout.pki, *ADMIN)
     admin = {"ca": pki("ca.crt"), "cert": admin_pair.cert, "key": admin_pair.key}
     # The controller-manager and scheduler exit if they cannot read their RBAC-guarded

@@ -115,14 +115,17 @@ def _issue(ca: KeyPair, out: KeyPair, subject: x509.Name, usage: ExtendedKeyUsag
     return _write(out, builder.sign(ca_key, hashes.SHA256()), key)
 
 
-def create_serving_cert(ca: KeyPair, directory: Path, host: str) -> KeyPair:
-    """The API server's certificate, valid for ``host`` and the in-cluster names."""
-    ips = {ipaddress.ip_address(host), ipaddress.ip_address(SERVICE_IP)}
-    san = x509.SubjectAlternativeName(
-        [*(x509.DNSName(name) for name in SERVING_DNS), *(x509.IPAddress(ip) for ip in sorted(ips, key=str))]
-    )
+def create_server_cert(ca: KeyPair, out: KeyPair, common_name: str, ips: list[str], dns: tuple[str, ...] = ()) -> KeyPair:
+    """A serving certificate for ``ips`` and ``dns`` names, signed by ``ca``."""
+    addresses = sorted({ipaddress.ip_address(ip) for ip in ips}, key=str)
+    san = x509.SubjectAlternativeName([*(x509.DNSName(name) for name in dns), *(x509.IPAddress(ip) for ip in addresses)])
+    return _issue(ca, out, _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, san)
+
+
+def create_serving_cert(ca: KeyPair, directory: Path, *hosts: str) -> KeyPair:
+    """The API server's certificate, valid for ``hosts`` and the in-cluster names."""
     out = KeyPair(directory / "apiserver.crt", directory / "apiserver.key")
-    return _issue(ca, out, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, san)
+    return create_server_cert(ca, out, "kube-apiserver", [*hosts, SERVICE_IP], SERVING_DNS)
 
 
 def client_cert_paths(directory: Path, user: str, groups: list[str] | tuple[str, ...] = ()) -> KeyPair:

@@ -1,10 +1,13 @@
 """pytest fixtures for the local control plane (register with ``pytest_plugins``).
 
-``devcluster`` (session): a running ``Cluster``; reuses a healthy one in the state directory
-(``build/devcluster`` under the rootdir, or ``$MODELDEPLOY_DEVCLUSTER_DIR``), shares it with
-concurrent sessions, and stops it when the last session that started it ends (unless
-``--devcluster-keep``). ``namespace`` (function): a fresh namespace, deleted afterwards.
-Tests using ``devcluster`` are marked ``cluster`` automatically.
+``devcluster`` (session): a running ``Cluster`` with its node network; reuses a healthy one in
+the state directory (``build/devcluster`` under the rootdir, or ``$MODELDEPLOY_DEVCLUSTER_DIR``),
+shares it with concurrent sessions, and stops it when the last session that started it ends
+(unless ``--devcluster-keep``). ``node`` (session): the real node (kubelet, containerd,
+kube-proxy, CoreDNS) on it, with the project's images loaded. ``cordoned`` (module): the node
+cordoned for a module whose tests play the kubelet themselves on pods nothing schedules.
+``namespace`` (function): a fresh namespace, deleted afterwards. Tests using ``devcluster``
+are marked ``cluster`` automatically.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "teardown: takes the session's cluster down; runs after every other test")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "devcluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -53,7 +61,7 @@ def devcluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # A CI runner that times out sends SIGTERM: unwind like Ctrl-C so the cluster is stopped.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with shared(root, owner="pytest", keep=request.config.getoption("--devcluster-keep")) as cluster:
+        with shared(root, owner="pytest", keep=request.config.getoption("--devcluster-keep"), node_network=True) as cluster:
             yield cluster
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -63,17 +71,30 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="module")
-def node(devcluster: Cluster) -> Iterator[str]:
-    """The process node (``devcluster.node``) for one test module: pods bound to it really run.
+@pytest.fixture(scope="session")
+def node(devcluster: Cluster) -> str:
+    """The real node's name: pods bound to it run in containerd from the project's images.
 
-    Stopped after the module, so modules that fake the kubelet never share the cluster with it.
+    Started once and left running for the session (the cluster's ``down`` tears it down).
     """
-    handle = devcluster.start_node()
-    try:
-        yield handle.name.removeprefix("node-")
-    finally:
-        devcluster.stop_node()
+    return devcluster.start_node().name
+
+
+@pytest.fixture(scope="module")
+def cordoned(devcluster: Cluster) -> Iterator[None]:
+    """No pod is scheduled for this module (the node, if any, is cordoned), so tests may write pod status."""
+    from kubernetes import client
+
+    plan = devcluster.node_plan
+    with devcluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        if plan is not None:
+            core.patch_node(plan.name, {"spec": {"unschedulable": True}})
+        try:
+            yield
+        finally:
+            if plan is not None:
+                core.patch_node(plan.name, {"spec": {"unschedulable": False}})
 
 
 def namespace_name(test_name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -17,6 +18,9 @@ import click
               help="Watch only these namespaces (repeatable); default: the whole cluster.")
 @click.option("--peering", default=None,
               help="kopf peering name so only one of several replicas is active; default: standalone.")
+@click.option("--priority", type=int, default=None,
+              help="kopf peering priority; default: the start time in microseconds, so the newest replica leads "
+                   "and two replicas never tie (peers with equal priority all pause).")
 @click.option("--liveness", default="http://127.0.0.1:8080/healthz", show_default=True,
               help="Health endpoint URL served by kopf.")
 @click.option("--log-format", type=click.Choice(["json", "plain"]), default="json", show_default=True)
@@ -26,6 +30,7 @@ def operator(
     server_image: str | None,
     namespaces: tuple[str, ...],
     peering: str | None,
+    priority: int | None,
     liveness: str,
     log_format: str,
     verbose: bool,
@@ -46,6 +51,7 @@ def operator(
         namespaces=namespaces,
         standalone=peering is None,
         peering_name=peering,
+        priority=priority if priority is not None else time.time_ns() // 1000,
         liveness_endpoint=liveness,
         memo=kopf.Memo(server_image=server_image),
     )

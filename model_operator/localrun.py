@@ -32,12 +32,22 @@ def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> None:
 
 
 def install(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
-    """Apply the kustomize install, minus the operator Deployment (this process stands in for it)."""
+    """Apply the kustomize install with the operator Deployment scaled to zero (this process stands in for it).
+
+    ``restore()`` scales it back, so a cluster whose operator runs as a pod gets it again.
+    """
     _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
-    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "delete", "deployment", OPERATOR_SERVICE_ACCOUNT,
-             "--ignore-not-found")
+    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR_SERVICE_ACCOUNT}",
+             "--replicas=0")
+    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pod",
+             f"--selector=app.kubernetes.io/name={OPERATOR_SERVICE_ACCOUNT}", "--timeout=120s")
     _kubectl(kubectl, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
              "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
+
+
+def restore(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
+    """Re-apply the install as written (the operator Deployment at its replicas again)."""
+    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
 
 
 def _modeldeploy() -> list[str]:

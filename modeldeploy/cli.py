@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "serve": "model_server.serve:serve",
     "operator": "model_operator.cli:operator",
     "cluster": "devcluster.cli:cluster",
+    "demo": "modeldeploy.demo:demo",
     "loadtest": "modeldeploy.loadtest.cli:loadtest",
 }
 

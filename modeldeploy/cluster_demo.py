@@ -1,10 +1,11 @@
-"""The whole story on this machine: control plane + process node + operator + signed iris.
+"""The whole story on this machine: control plane + real node + the operator as a pod + signed iris.
 
-Builds or reuses the control plane, starts the process node, installs the operator from
-``manifests/`` and runs it as a process under its ServiceAccount, trains and signs iris,
-applies the ModelDeployment, predicts through pod IPs (from the EndpointSlice), then applies
-tampered parameters and shows them refused while the old pods keep answering. Everything the
-demo started is stopped or deleted at the end.
+Builds or reuses the cluster and its node (images built from the Dockerfile and loaded into
+containerd), installs the operator with ``kubectl apply -k manifests/``, runs MinIO in the
+cluster, trains and signs iris and uploads it, applies the ModelDeployment, predicts through
+the Service's ClusterIP and its DNS name, then applies tampered parameters and shows them
+refused while the old pods keep answering. Everything the demo started is removed at the end,
+unless ``keep`` leaves it running for ``kubectl``.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from kubernetes import client
 from rich.console import Console
 from rich.panel import Panel
 
-from devcluster import build
+from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
-from model_operator.localrun import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, OperatorProcess, install
-from modeldeploy.demo import ROOT, serve_directory
+from modeldeploy.demo import ROOT
 from modeldeploy.story import (
-    GROUP, PLURAL, SAMPLE, VERSION, Load, get_md, key_secret, md_condition, model_deployment, predict, publish,
-    ready_endpoints,
+    BUCKET_NAMESPACE, GROUP, OPERATOR_NAMESPACE, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
+    kubectl, md_condition, model_deployment, predict, publish, ready_endpoints, service_url, start_bucket,
 )
 
 NAMESPACE = "modeldeploy-demo"
 NODE = "devnode"
-SERVER_IMAGE = "ghcr.io/modeldeploy/modeldeploy-server:0.1.0"
 FLOWERS = {
     "setosa-like": SAMPLE,
     "versicolor-like": {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 4.2, "petal_width": 1.3},
@@ -75,12 +74,6 @@ def pod_summary(core: client.CoreV1Api) -> str:
     return ", ".join(parts) or "no pods yet"
 
 
-def kubectl(cluster: Cluster, *args: str) -> str:
-    result = subprocess.run([str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), *args],
-                            capture_output=True, text=True, timeout=60, check=True)
-    return result.stdout.rstrip()
-
-
 def step(console: Console, title: str) -> None:
     console.print(f"\n[bold cyan]▶ {title}[/]")
 
@@ -106,54 +99,80 @@ def refused(api: client.ApiClient) -> dict[str, Any] | None:
     return cond if cond.get("status") == "False" and cond.get("reason") not in ("Pending", "NoPods") else None
 
 
-def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path) -> bool:
+def exists(kubectl_args: list[str], cluster: Cluster) -> bool:
+    """Whether ``kubectl get ARGS`` finds the object (so the demo removes only what it made)."""
+    found = subprocess.run([str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), "get", *kubectl_args],
+                           capture_output=True, text=True, timeout=60)
+    return found.returncode == 0
+
+
+DNS_PREDICTION = (
+    "import json, urllib.request; r = urllib.request.Request('http://iris.{ns}.svc.cluster.local/api/models/iris/prediction',"
+    " data=json.dumps({body}).encode(), headers={{'Content-Type': 'application/json'}});"
+    " print(json.loads(urllib.request.urlopen(r, timeout=10).read())['prediction']['species'])"
+)
+
+
+def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep: bool) -> bool:
     """Steps 2..; returns True when the tampered version was refused and no request failed."""
-    step(console, "The process node: pods run as namespaced processes of this Python environment")
-    had_node = any(h.name == f"node-{NODE}" for h in cluster.handles())
-    with timed(console, f"node {NODE} registered and Ready"):
+    step(console, "The node: kubelet + containerd + runc + CNI, kube-proxy, CoreDNS; images built from the Dockerfile")
+    with timed(console, f"images built (or cached) and loaded, node {NODE} Ready"):
         cluster.start_node(NODE)
-    if not had_node:
-        stack.callback(cluster.stop_node, NODE)
     api = stack.enter_context(cluster.api_client())
     core = client.CoreV1Api(api)
-    gateway = next(a.address for a in core.read_node(NODE).status.addresses if a.type == "InternalIP")
 
-    step(console, "Install the operator (manifests/: CRD + RBAC) and run it under its ServiceAccount")
-    with timed(console, "kubectl apply -k manifests/"):
-        install(cluster.kubectl, cluster.admin_kubeconfig)
-    operator = OperatorProcess(cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT),
-                               work / "operator.log", SERVER_IMAGE)
-    with timed(console, f"operator running as system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"):
-        operator.start()
-    stack.callback(operator.stop)
+    step(console, "Install the operator: kubectl apply -k manifests/ (two replicas, kopf peering)")
+    installed = exists(["-n", OPERATOR_NAMESPACE, "deployment/modeldeploy-operator"], cluster)
+    with timed(console, "operator rolled out as the Pod of manifests/operator.yaml"):
+        install_operator(cluster.kubectl, cluster.admin_kubeconfig)
+    if not installed and not keep:
+        stack.callback(kubectl, cluster.kubectl, cluster.admin_kubeconfig, "delete", "-k", str(ROOT / "manifests"),
+                       "--ignore-not-found", "--wait=false")
 
-    step(console, "Train and sign iris; publish the parameters (the private key never enters the cluster)")
-    with timed(console, "trained, signed, published iris-1.0.0 and a tampered copy"):
+    step(console, "Train and sign iris; upload to MinIO in the cluster (the private key never enters the cluster)")
+    had_bucket = exists(["namespace", BUCKET_NAMESPACE], cluster)
+    with timed(console, "MinIO running in the cluster"):
+        bucket = start_bucket(api, cluster.kubectl, cluster.admin_kubeconfig, images.minio_image()[0])
+    if not had_bucket and not keep:
+        stack.callback(core.delete_namespace, BUCKET_NAMESPACE)
+    with timed(console, "trained, signed, uploaded iris-1.0.0 and a tampered copy"):
         published = publish(work)
-    url = stack.enter_context(serve_directory(published.bucket, host=gateway))
-    console.print(f"  bucket {url}/  key {published.fingerprint[:23]}…")
+        prefix = bucket.upload(published, "demo")
+    console.print(f"  {prefix}/  key {published.fingerprint[:23]}…  (via {bucket.cluster_endpoint})")
 
     step(console, "Apply the ModelDeployment and wait until it is Ready")
+    if exists(["namespace", NAMESPACE], cluster):
+        _delete_namespace(core, api)
+        wait(console, f"waiting for the previous {NAMESPACE} to go", lambda: not exists(["namespace", NAMESPACE], cluster),
+             lambda: "terminating")
     core.create_namespace({"metadata": {"name": NAMESPACE}})
-    stack.callback(_delete_namespace, core, api)
+    if not keep:
+        stack.callback(_delete_namespace, core, api)
     core.create_namespaced_secret(NAMESPACE, key_secret(published.public_key))
-    body = model_deployment("iris", f"{url}/iris-1.0.0.tar.gz")
+    core.create_namespaced_secret(NAMESPACE, bucket.credentials_secret())
+    body = model_deployment("iris", f"{prefix}/iris-1.0.0.tar.gz")
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
     started = time.monotonic()
-    md = wait(console, "waiting for 2 verified, ready pods", lambda: serving(api, 2), lambda: pod_summary(core))
+    md = wait(console, "waiting for 2 verified, ready pods", lambda: serving(api, 2), lambda: pod_summary(core), 300)
     console.print(f"  [green]✓[/] Ready in {time.monotonic() - started:.0f}s: "
                   f"{md_condition(md, 'ParametersVerified')['reason']}, key {md['status']['verification']['keyFingerprint'][:23]}…")
-    console.print(kubectl(cluster, "-n", NAMESPACE, "get", "md"), style="dim", highlight=False, soft_wrap=True)
+    console.print(kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "get", "md"),
+                  style="dim", highlight=False, soft_wrap=True)
 
-    step(console, "Predictions through the pod IPs in the Service's EndpointSlice (no kube-proxy here)")
-    endpoints = ready_endpoints(api, NAMESPACE, "iris")
-    for (name, flower), endpoint in zip(FLOWERS.items(), endpoints * 2):
-        answer = predict(endpoint, body=flower)
-        console.print(f"  {endpoint}  {name:<16} -> [bold]{answer.json()['prediction']['species']}[/]")
+    url = service_url(api, NAMESPACE, "iris")
+    step(console, f"Predictions through the Service's ClusterIP ({url}, kube-proxy) and its DNS name (CoreDNS)")
+    for name, flower in FLOWERS.items():
+        console.print(f"  {url}  {name:<16} -> [bold]{predict(url, body=flower).json()['prediction']['species']}[/]")
+    pod = next(p.metadata.name for p in core.list_namespaced_pod(NAMESPACE).items)
+    species = kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "exec", pod, "-c", "server", "--",
+                      "python", "-c", DNS_PREDICTION.format(ns=NAMESPACE, body=FLOWERS["virginica-like"]))
+    console.print(f"  from pod {pod}: iris.{NAMESPACE}.svc.cluster.local  virginica-like -> [bold]{species}[/]")
+    fetch_log = kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "logs", pod, "-c", "fetch")
+    console.print(f"  kubectl logs {pod} -c fetch: [dim]{fetch_log}[/]", soft_wrap=True)
 
     step(console, "Apply tampered parameters (one byte of model.joblib flipped, same signature) under load")
-    load = Load(api, NAMESPACE, "iris", max_seconds=120).start()
-    patch = {"spec": {"parameters": {"source": f"{url}/tampered.tar.gz"}}}
+    load = Load(url, max_seconds=180).start()
+    patch = {"spec": {"parameters": {"source": f"{prefix}/tampered.tar.gz"}}}
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
         GROUP, VERSION, NAMESPACE, PLURAL, "iris", patch, _content_type="application/merge-patch+json")
     cond = wait(console, "waiting for the new pod's verdict", lambda: refused(api), lambda: pod_summary(core))
@@ -161,10 +180,12 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path) -> b
     time.sleep(3)
     load.stop()
     for kind in ("md", "pods"):
-        console.print(kubectl(cluster, "-n", NAMESPACE, "get", kind), style="dim", highlight=False, soft_wrap=True)
-    answered = len(load.served_by)
-    console.print(f"  old version kept answering: {load.ok} predictions from {answered} pods, "
-                  f"{len(load.failures)} failed")
+        console.print(kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "get", kind),
+                      style="dim", highlight=False, soft_wrap=True)
+    console.print(f"  old version kept answering: {load.ok} predictions, {len(load.failures)} failed")
+    if keep:
+        console.print(f"\n  left running: export KUBECONFIG={cluster.admin_kubeconfig}; "
+                      f"kubectl -n {NAMESPACE} get md,pods,svc  (stop: modeldeploy cluster down)")
     return not load.failures and load.ok > 0
 
 
@@ -175,24 +196,28 @@ def _delete_namespace(core: client.CoreV1Api, api: client.ApiClient) -> None:
         deadline = time.monotonic() + 60
         while core.list_namespaced_pod(NAMESPACE).items and time.monotonic() < deadline:
             time.sleep(0.5)
+    except client.ApiException as err:
+        if err.status != 404:
+            raise
     finally:
         core.delete_namespace(NAMESPACE)
 
 
-def run(console: Console) -> int:
+def run(console: Console, keep: bool = False) -> int:
+    """The whole story; with ``keep`` the cluster, operator, bucket and ModelDeployment stay for ``kubectl``."""
     console.print(Panel.fit("modeldeploy demo: a signed model served on a local Kubernetes, tampering refused"))
     step(console, "The control plane (etcd, kube-apiserver, controller-manager, scheduler), built from source")
     with timed(console, f"Kubernetes {build.K8S_VERSION} binaries ready (built once, then cached)"):
         build.ensure_binaries()
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
         with timed(console, "control plane ready"):
-            cluster = stack.enter_context(shared(default_state_dir(ROOT), owner="demo"))
+            cluster = stack.enter_context(shared(default_state_dir(ROOT), owner="demo", keep=keep, node_network=True))
         try:
-            ok = story(console, cluster, stack, Path(tmp))
+            ok = story(console, cluster, stack, Path(tmp), keep)
         except DemoFailed as err:
             console.print(f"[red]{err}[/]")
             ok = False
-        with console.status("cleaning up: ModelDeployment, namespace, operator, node"):
+        with console.status("cleaning up what the demo started" if not keep else "leaving the cluster running"):
             stack.close()
     console.print(Panel.fit("[green]demo passed: verified model served, tampered update refused, "
                             "no request failed[/]" if ok else "[red]demo failed[/]"))

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.panel import Panel
 
@@ -168,12 +169,20 @@ def signing_story() -> int:
         return 0 if refused else 1
 
 
-def main() -> int:
-    """``make demo``: the whole story on the local control plane and the process node."""
+@click.command("demo")
+@click.option("--keep", is_flag=True,
+              help="Leave the cluster, the operator, the bucket and the demo's ModelDeployment running for kubectl.")
+def demo(keep: bool) -> None:
+    """The whole story on a local single-node Kubernetes (as root): signed iris served, tampering refused."""
+    raise SystemExit(main(keep))
+
+
+def main(keep: bool = False) -> int:
+    """``make demo``: the whole story on the local cluster with its real node."""
     from modeldeploy.cluster_demo import run
 
-    return run(console)
+    return run(console, keep)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    demo()

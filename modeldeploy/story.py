@@ -1,14 +1,14 @@
 """The end-to-end story's pieces, shared by ``tests/e2e`` and ``make demo``.
 
-Publishes signed (and one tampered) iris parameters, renders ModelDeployments for them,
-finds a Service's ready endpoints in its EndpointSlices (there is no kube-proxy on the
-process node, so clients pick pod IPs the way kube-proxy would) and runs a bounded load
-against them. Talks to the API server and to pod IPs only; starts no cluster process.
+Publishes signed (and one tampered) iris parameters into a MinIO bucket that runs in the
+cluster, installs the operator as the Pod of ``manifests/``, renders ModelDeployments that
+fetch ``s3://`` through the MinIO Service's DNS name, and runs a bounded load against a
+Service's ClusterIP (one connection per request, so kube-proxy spreads it over the pods).
+Talks to the API server and to cluster addresses only; starts no cluster process.
 """
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from kubernetes import client
 
 from model_server import signing
@@ -25,6 +26,11 @@ from modeldeploy.demo import ROOT, pack, write_keys
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 KEY_SECRET = "iris-signing-key"
+S3_SECRET = "bucket-credentials"
+BUCKET_NAMESPACE = "modeldeploy-bucket"
+BUCKET = "models"
+OPERATOR_NAMESPACE = "modeldeploy-system"
+OPERATOR = "modeldeploy-operator"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
@@ -63,10 +69,13 @@ def key_secret(public_key: Path) -> dict[str, Any]:
 
 def model_deployment(name: str, source: str, version: str = "1.0.0", replicas: int = 2,
                      policies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The iris ModelDeployment for parameters at ``source`` (``source + '.sig'`` beside it)."""
+    """The iris ModelDeployment for parameters at ``source`` (``source + '.sig'`` beside it; S3 credentials from a Secret)."""
+    parameters: dict[str, Any] = {"source": source, "publicKey": {"secretName": KEY_SECRET, "key": "public.pem"}}
+    if source.startswith("s3://"):
+        parameters["credentials"] = {"secretName": S3_SECRET}
     spec: dict[str, Any] = {
         "model": {"name": "iris", "version": version},
-        "parameters": {"source": source, "publicKey": {"secretName": KEY_SECRET, "key": "public.pem"}},
+        "parameters": parameters,
         "replicas": replicas,
         "probes": {"maxLoadSeconds": 60},
     }
@@ -102,22 +111,26 @@ def predict(base_url: str, model: str = "iris", body: dict[str, Any] | None = No
     return httpx.post(f"{base_url}/api/models/{model}/prediction", json=body or SAMPLE, timeout=timeout)
 
 
+def service_url(api: client.ApiClient, namespace: str, service: str) -> str:
+    """``http://CLUSTER-IP:PORT`` of a Service (kube-proxy routes it from the host and from pods)."""
+    found = client.CoreV1Api(api).read_namespaced_service(service, namespace)
+    return f"http://{found.spec.cluster_ip}:{found.spec.ports[0].port}"
+
+
 @dataclass
 class Load:
-    """Sequential predictions against the Service's ready endpoints (refreshed every ``refresh`` s).
+    """Sequential predictions through a Service's ClusterIP, a new connection for each.
 
-    Bounded by ``max_requests`` and ``max_seconds``; every non-200 answer or error is kept.
+    Each connection is balanced by kube-proxy on its own, as many clients' would be; the
+    answering pod (``X-Served-By`` is not a thing here, so the peer is unknown) is not tracked,
+    only what failed. Bounded by ``max_requests`` and ``max_seconds``.
     """
 
-    api: client.ApiClient
-    namespace: str
-    service: str
+    url: str
     max_requests: int = 20000
     max_seconds: float = 300.0
-    refresh: float = 0.25
     ok: int = 0
     failures: list[str] = field(default_factory=list)
-    served_by: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -134,26 +147,131 @@ class Load:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        urls: list[str] = []
-        refreshed = 0.0
-        with httpx.Client(timeout=5.0) as http:
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=5.0, limits=fresh) as http:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
-                if time.monotonic() - refreshed > self.refresh:
-                    urls, refreshed = ready_endpoints(self.api, self.namespace, self.service), time.monotonic()
-                if not urls:
-                    self.failures.append("no ready endpoint")
-                    self._stop.wait(self.refresh)
-                    continue
-                url = random.choice(urls)
                 try:
-                    response = http.post(f"{url}/api/models/iris/prediction", json=SAMPLE)
+                    response = http.post(f"{self.url}/api/models/iris/prediction", json=SAMPLE)
                 except httpx.HTTPError as err:
-                    self.failures.append(f"{url}: {type(err).__name__}: {err}")
+                    self.failures.append(f"{type(err).__name__}: {err}")
                     continue
                 if response.status_code == 200:
                     self.ok += 1
-                    self.served_by.add(url)
                 else:
-                    self.failures.append(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+                    self.failures.append(f"HTTP {response.status_code} {response.text[:200]}")
+                self._stop.wait(0.005)
+
+
+def kubectl(kubectl_path: Path, kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
+    """Run kubectl as the given identity; raise with its stderr when it fails."""
+    result = subprocess.run([str(kubectl_path), "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout.rstrip()
+
+
+def install_operator(kubectl_path: Path, kubeconfig: Path, manifests: Path = ROOT / "manifests") -> None:
+    """``kubectl apply -k manifests/``: CRDs, RBAC and the operator Deployment; wait until it is rolled out."""
+    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
+    kubectl(kubectl_path, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
+    kubectl(kubectl_path, kubeconfig, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}",
+            "--timeout=300s")
+
+
+def active_operator_pod(api: client.ApiClient) -> str | None:
+    """The operator pod kopf's peering lets act: the live peer with the highest priority."""
+    peering = client.CustomObjectsApi(api).get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "modeldeploy")
+    peers = (peering.get("status") or {})
+    live = {name: info for name, info in peers.items() if isinstance(info, dict) and "priority" in info}
+    return max(live, key=lambda name: live[name]["priority"]) if live else None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The in-cluster MinIO: its address from the host (ClusterIP) and from pods (DNS), and its keys."""
+
+    host_endpoint: str
+    cluster_endpoint: str
+    access_key: str = "modeldeploy"
+    secret_key: str = "modeldeploy-secret"
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.host_endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
+
+    def credentials_secret(self) -> dict[str, Any]:
+        """The Secret a ModelDeployment's ``parameters.credentials`` names (only read access is needed)."""
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET}, "stringData": {
+            "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.cluster_endpoint}}
+
+    def upload(self, published: Published, prefix: str) -> str:
+        """Put every archive and signature of ``published`` under ``prefix``; return ``s3://models/PREFIX``."""
+        s3 = self.client()
+        for path in sorted(published.bucket.iterdir()):
+            s3.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")
+        return f"s3://{BUCKET}/{prefix}"
+
+
+def bucket_manifests(image: str, access_key: str, secret_key: str) -> list[dict[str, Any]]:
+    """MinIO as a non-root, read-only-root Pod behind the ``minio`` Service, data in an emptyDir."""
+    meta = {"namespace": BUCKET_NAMESPACE, "labels": {"app": "minio"}}
+    container = {
+        "name": "minio", "image": image, "imagePullPolicy": "IfNotPresent",
+        "args": ["server", "/data", "--address", ":9000", "--certs-dir", "/tmp/certs"],
+        "env": [{"name": "MINIO_ROOT_USER", "value": access_key}, {"name": "MINIO_ROOT_PASSWORD", "value": secret_key},
+                {"name": "MINIO_BROWSER", "value": "off"}, {"name": "HOME", "value": "/tmp"}],
+        "ports": [{"name": "s3", "containerPort": 9000}],
+        "readinessProbe": {"httpGet": {"path": "/minio/health/ready", "port": 9000}, "periodSeconds": 2},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BUCKET_NAMESPACE}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "minio", **meta}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "minio"}},
+            "template": {"metadata": {"labels": {"app": "minio"}}, "spec": {
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container],
+                "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "minio", **meta},
+         "spec": {"selector": {"app": "minio"}, "ports": [{"name": "s3", "port": 9000, "targetPort": 9000}]}},
+    ]
+
+
+def start_bucket(api: client.ApiClient, kubectl_path: Path, kubeconfig: Path, image: str) -> Bucket:
+    """Run MinIO in the cluster (or reuse it), wait until it answers, make the ``models`` bucket."""
+    bucket = Bucket("", "")
+    documents = yaml.safe_dump_all(bucket_manifests(image, bucket.access_key, bucket.secret_key))
+    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "-f", "-", stdin=documents)
+    kubectl(kubectl_path, kubeconfig, "-n", BUCKET_NAMESPACE, "rollout", "status", "deployment/minio", "--timeout=180s")
+    bucket = Bucket(service_url(api, BUCKET_NAMESPACE, "minio"),
+                    f"http://minio.{BUCKET_NAMESPACE}.svc.cluster.local:9000")
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    s3 = bucket.client()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3.head_bucket(Bucket=BUCKET)
+            return bucket
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            s3.create_bucket(Bucket=BUCKET)
+            return bucket
+        except EndpointConnectionError:  # kube-proxy has not synced the new Service yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)

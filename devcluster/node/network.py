@@ -1,151 +1,133 @@
-"""Pod networking for the process node: one bridge per node, one netns + veth pair per pod.
+"""The node's host networking: its bridge, the routes to it and the guard rules, made and removed.
 
-Owns the node's bridge (gateway = the first address of the pod CIDR, which is also the
-node's InternalIP) and the network namespaces named ``<prefix><pod-uid>``; addresses are
-handed out from the pod CIDR by ``AddressPool``. Everything goes through iproute2 (``ip``).
+Owns the bridge ``mdbr<tag>`` whose address (the pod CIDR's first) is the node's InternalIP
+and the API server's address, the route that sends the Service range to that bridge, and one
+iptables chain that drops anything from the pod or Service ranges that would leave through
+another interface. So no packet for the cluster's ranges can take the default route, even
+while kube-proxy has not written a rule yet. Pod interfaces are the CNI bridge plugin's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import logging
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 logger = logging.getLogger(__name__)
 
-NETNS_DIR = Path("/run/netns")
-LOCK_DIR = Path("/run/modeldeploy-nodes")
+SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
 
 
 class NetworkError(RuntimeError):
-    """An ``ip`` command failed; the message holds the command and its stderr."""
+    """A host networking command failed; the message holds the command and its stderr."""
 
 
-def ip(*args: str, check: bool = True) -> str:
-    """Run ``ip ARGS``; raise ``NetworkError`` on failure unless ``check`` is false."""
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+def run(*argv: str, check: bool = True) -> str:
+    """Run ``argv``; raise ``NetworkError`` on failure unless ``check`` is false."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
-        raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+        raise NetworkError(f"{' '.join(argv)}: {proc.stderr.strip()}")
     return proc.stdout
 
 
-@dataclass(frozen=True)
-class NodeNetwork:
-    """The node's address plan: pod CIDR, bridge name and namespace-name prefix."""
-
-    cidr: ipaddress.IPv4Network
-    bridge: str
-    prefix: str
-
-    @classmethod
-    def for_cidr(cls, cidr: str) -> NodeNetwork:
-        """Names derived from the CIDR, so two nodes with different CIDRs never collide."""
-        network = ipaddress.IPv4Network(cidr)
-        tag = format(int(network.network_address), "08x")[-6:]
-        return cls(network, f"mdbr{tag}", f"md{tag}-")
-
-    @property
-    def gateway(self) -> str:
-        return str(self.cidr.network_address + 1)
-
-    def netns(self, pod_uid: str) -> str:
-        return f"{self.prefix}{pod_uid.replace('-', '')[:12]}"
-
-    def host_veth(self, pod_uid: str) -> str:
-        return f"v{self.prefix[2:]}{pod_uid.replace('-', '')[:8]}"[:15]
-
-
-class AddressPool:
-    """Thread-safe allocation of pod addresses (gateway and broadcast excluded)."""
-
-    def __init__(self, cidr: ipaddress.IPv4Network) -> None:
-        self._free = [str(a) for a in list(cidr.hosts())[1:]]
-        self._lock = threading.Lock()
-
-    def allocate(self) -> str:
-        with self._lock:
-            if not self._free:
-                raise NetworkError("pod CIDR exhausted")
-            return self._free.pop(0)
-
-    def release(self, address: str) -> None:
-        with self._lock:
-            if address not in self._free:
-                self._free.append(address)
-
-
-def claim(net: NodeNetwork) -> IO[str]:
-    """Hold the CIDR's lock for the agent's lifetime; raise ``NetworkError`` if another agent holds it."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    handle = (LOCK_DIR / f"{net.bridge}.lock").open("w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise NetworkError(f"pod CIDR {net.cidr} is in use by another node agent on this machine") from None
-    return handle
+def bridge_name(pod_cidr: str) -> str:
+    """A bridge name derived from the CIDR (fits the 15-character limit), so nodes never collide."""
+    tag = format(int(ipaddress.IPv4Network(pod_cidr).network_address), "08x")[-6:]
+    return f"mdbr{tag}"
 
 
 def free_cidr(base: str = "10.244.0.0/16", prefixlen: int = 24) -> str:
-    """The first ``/prefixlen`` of ``base`` that no running agent holds and no bridge uses."""
-    links = set(ip("-o", "link", "show").replace(":", " ").split())
+    """The first ``/prefixlen`` of ``base`` whose bridge does not exist on this machine."""
+    links = set(run("ip", "-o", "link", "show").replace(":", " ").split())
     for subnet in ipaddress.IPv4Network(base).subnets(new_prefix=prefixlen):
-        net = NodeNetwork.for_cidr(str(subnet))
-        if net.bridge in links:
-            continue
+        if bridge_name(str(subnet)) not in links:
+            return str(subnet)
+    raise NetworkError(f"every /{prefixlen} of {base} has a bridge on this machine")
+
+
+@dataclass(frozen=True)
+class HostNetwork:
+    """The bridge, routes and guard chain of one node."""
+
+    pod_cidr: str
+    service_cidr: str
+
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.pod_cidr)
+
+    @property
+    def node_ip(self) -> str:
+        return str(ipaddress.IPv4Network(self.pod_cidr).network_address + 1)
+
+    @property
+    def chain(self) -> str:
+        return f"MODELDEPLOY-{self.bridge.upper()}"
+
+    def guard_rules(self) -> list[list[str]]:
+        """The guard chain's rules: cluster ranges may only leave through the bridge (or stay on this host)."""
+        comment = ["-m", "comment", "--comment", f"modeldeploy devcluster {self.bridge}"]
+        rules = [["-o", "lo", *comment, "-j", "RETURN"]]  # to the node's own address (the API server)
+        for cidr in (self.pod_cidr, self.service_cidr):
+            rules.append(["-s", cidr, "!", "-o", self.bridge, *comment, "-j", "DROP"])
+            rules.append(["-d", cidr, "!", "-o", self.bridge, *comment, "-j", "DROP"])
+        return rules
+
+
+def sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def setup(net: HostNetwork) -> dict[str, str]:
+    """Make the bridge, route and guard chain; return the sysctl values found before, to restore."""
+    teardown(net)
+    previous = {}
+    for key, value in SYSCTLS.items():
+        path = sysctl_path(key)
+        previous[key] = path.read_text().strip()
+        path.write_text(value)
+    run("ip", "link", "add", net.bridge, "type", "bridge")
+    run("ip", "addr", "add", f"{net.node_ip}/{ipaddress.IPv4Network(net.pod_cidr).prefixlen}", "dev", net.bridge)
+    run("ip", "link", "set", net.bridge, "up")
+    run("ip", "route", "add", net.service_cidr, "dev", net.bridge, "src", net.node_ip)
+    run("iptables", "-w", "-N", net.chain)
+    for rule in net.guard_rules():
+        run("iptables", "-w", "-A", net.chain, *rule)
+    for hook in ("FORWARD", "OUTPUT"):
+        run("iptables", "-w", "-I", hook, "1", "-j", net.chain)
+    return previous
+
+
+def teardown(net: HostNetwork, previous_sysctls: dict[str, str] | None = None) -> None:
+    """Remove what ``setup`` made (missing pieces are fine); restore the sysctls it changed."""
+    for hook in ("FORWARD", "OUTPUT"):
+        while _has_jump(hook, net.chain):
+            run("iptables", "-w", "-D", hook, "-j", net.chain)
+    run("iptables", "-w", "-F", net.chain, check=False)
+    run("iptables", "-w", "-X", net.chain, check=False)
+    run("ip", "link", "delete", net.bridge, check=False)  # its address and the Service route go with it
+    for key, value in (previous_sysctls or {}).items():
         try:
-            claim(net).close()
-        except NetworkError:
-            continue
-        return str(subnet)
-    raise NetworkError(f"every /{prefixlen} of {base} is in use by a node")
+            sysctl_path(key).write_text(value)
+        except OSError as err:
+            logger.warning("could not restore %s=%s: %s", key, value, err)
 
 
-def setup_bridge(net: NodeNetwork) -> None:
-    """(Re)create the node bridge with the gateway address; removes leftovers of a crashed agent.
-
-    Call only while holding ``claim(net)``: the leftovers are then nobody else's.
-    """
-    teardown_node(net)
-    ip("link", "add", net.bridge, "type", "bridge")
-    ip("addr", "add", f"{net.gateway}/{net.cidr.prefixlen}", "dev", net.bridge)
-    ip("link", "set", net.bridge, "up")
+def _has_jump(hook: str, chain: str) -> bool:
+    return f"-j {chain}" in run("iptables", "-w", "-S", hook, check=False)
 
 
-def teardown_node(net: NodeNetwork) -> None:
-    """Delete every pod namespace with the node's prefix, then the bridge."""
-    for name in ip("netns", "list", check=False).split():
-        if name.startswith(net.prefix):
-            ip("netns", "delete", name, check=False)
-    ip("link", "delete", net.bridge, check=False)
-
-
-def setup_pod(net: NodeNetwork, pod_uid: str, address: str) -> str:
-    """Create the pod's namespace with ``eth0`` = ``address`` on the bridge; return the netns name."""
-    ns, host, peer = net.netns(pod_uid), net.host_veth(pod_uid), f"p{net.host_veth(pod_uid)[1:]}"
-    teardown_pod(net, pod_uid)
-    ip("netns", "add", ns)
-    try:
-        ip("link", "add", host, "type", "veth", "peer", "name", peer)
-        ip("link", "set", peer, "netns", ns)
-        ip("link", "set", host, "master", net.bridge, "up")
-        ip("-n", ns, "link", "set", peer, "name", "eth0")
-        ip("-n", ns, "addr", "add", f"{address}/{net.cidr.prefixlen}", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", ns, "route", "add", "default", "via", net.gateway)
-    except NetworkError:
-        teardown_pod(net, pod_uid)
-        raise
-    return ns
-
-
-def teardown_pod(net: NodeNetwork, pod_uid: str) -> None:
-    """Delete the pod's namespace (its veth pair goes with it)."""
-    ip("netns", "delete", net.netns(pod_uid), check=False)
-    ip("link", "delete", net.host_veth(pod_uid), check=False)
+def leftovers(net: HostNetwork) -> list[str]:
+    """What of ``net`` still exists on the machine (empty after ``teardown``), for tests and status."""
+    found = []
+    if net.bridge in run("ip", "-o", "link", "show", check=False):
+        found.append(f"bridge {net.bridge}")
+    if net.service_cidr in run("ip", "route", "show", check=False):
+        found.append(f"route {net.service_cidr}")
+    if net.chain in run("iptables", "-w", "-S", check=False):
+        found.append(f"iptables chain {net.chain}")
+    nat = run("iptables", "-w", "-t", "nat", "-S", check=False)
+    found += [f"iptables nat chain {c}" for c in ("KUBE-SERVICES", "KUBE-POSTROUTING") if f"-N {c}" in nat]
+    return found

@@ -26,13 +26,13 @@ def _port_free(url: str) -> bool:
 def test_up_reuse_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     runner = CliRunner()
     state = str(tmp_path / "state")
-    result = runner.invoke(cluster_cli, ["up", "--dir", state])
+    result = runner.invoke(cluster_cli, ["up", "--no-node", "--dir", state])
     assert result.exit_code == 0, result.output
     assert "cluster ready in" in result.output
     first = Cluster(Path(state)).handles()
     assert [h.name for h in first] == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 
-    again = runner.invoke(cluster_cli, ["up", "--dir", state])
+    again = runner.invoke(cluster_cli, ["up", "--no-node", "--dir", state])
     assert again.exit_code == 0, again.output
     assert [h.pid for h in Cluster(Path(state)).handles()] == [h.pid for h in first]
 

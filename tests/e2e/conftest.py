@@ -1,20 +1,30 @@
-"""End-to-end fixtures: the process node, the installed operator under its ServiceAccount, and
-signed iris parameters served over HTTP on the node's bridge address (reachable from pod netns)."""
+"""End-to-end fixtures on the real node: the operator as the Pod of ``manifests/``, MinIO in the
+cluster holding signed iris parameters, and namespaces with the key and bucket Secrets."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from model_operator.localrun import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, OperatorProcess, install
-from modeldeploy.demo import serve_directory
-from modeldeploy.story import Published, key_secret, publish
+from devcluster import images
+from modeldeploy.story import Bucket, Published, install_operator, key_secret, publish, start_bucket
 
-SERVER_IMAGE = "ghcr.io/modeldeploy/modeldeploy-server:0.1.0"
+
+@pytest.fixture(scope="session")
+def operator(devcluster: Any, node: str) -> str:
+    """The operator installed with ``kubectl apply -k manifests/`` and rolled out (two replicas, kopf peering)."""
+    install_operator(devcluster.kubectl, devcluster.admin_kubeconfig)
+    return "modeldeploy-operator"
+
+
+@pytest.fixture(scope="session")
+def bucket(devcluster: Any, node: str) -> Bucket:
+    with devcluster.api_client() as api:
+        return start_bucket(api, devcluster.kubectl, devcluster.admin_kubeconfig, images.minio_image()[0])
 
 
 @pytest.fixture(scope="module")
@@ -23,27 +33,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 
 
 @pytest.fixture(scope="module")
-def bucket_url(devcluster: Any, node: str, published: Published) -> Iterator[str]:
-    """The bucket over HTTP on the node's InternalIP (its bridge gateway), so init containers reach it."""
-    with devcluster.api_client() as api:
-        addresses = client.CoreV1Api(api).read_node(node).status.addresses
-    gateway = next(a.address for a in addresses if a.type == "InternalIP")
-    with serve_directory(published.bucket, host=gateway) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def operator(devcluster: Any, node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    install(devcluster.kubectl, devcluster.admin_kubeconfig)
-    runner = OperatorProcess(
-        devcluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT),
-        tmp_path_factory.mktemp("operator") / "operator.log", SERVER_IMAGE,
-    )
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
+def bucket_url(bucket: Bucket, published: Published) -> str:
+    """``s3://models/PREFIX``: this module's signed and tampered archives with their signatures."""
+    return bucket.upload(published, f"e2e-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -53,11 +45,9 @@ def api(devcluster: Any) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def keyed_namespace(api: client.ApiClient, namespace: str, published: Published) -> str:
-    """A fresh namespace holding the public key Secret (only the public key enters the cluster)."""
-    client.CoreV1Api(api).create_namespaced_secret(namespace, key_secret(published.public_key))
+def keyed_namespace(api: client.ApiClient, namespace: str, published: Published, bucket: Bucket) -> str:
+    """A fresh namespace holding the public key and the bucket credentials (only public keys enter the cluster)."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret(namespace, key_secret(published.public_key))
+    core.create_namespaced_secret(namespace, bucket.credentials_secret())
     return namespace
-
-
-def path_of(published: Published, name: str) -> Path:
-    return published.bucket / name

@@ -1,8 +1,7 @@
 """`modeldeploy loadtest md/iris`: load through the Kubernetes API to pods the operator runs.
 
-The real operator (under its ServiceAccount), the real control plane and the process node;
-the load goes to the ready pod IPs of the Service's EndpointSlices (network namespaces
-the node made on this machine), spread over both replicas.
+The operator as a pod, the real control plane and the real node; the load goes to the ready
+pod IPs of the Service's EndpointSlices (on the node's bridge), spread over both replicas.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from click.testing import CliRunner
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from model_operator.localrun import OperatorProcess
 from modeldeploy.cli import main
 from modeldeploy.loadtest.target import TargetError, resolve_target
 from modeldeploy.story import GROUP, PLURAL, VERSION, model_deployment
@@ -47,7 +45,7 @@ def predictions_served(url: str) -> float:
 
 
 def test_loadtest_md_spreads_load_over_the_ready_pods_and_gates_it(
-    operator: OperatorProcess,
+    operator: str,
     api: client.ApiClient,
     keyed_namespace: str,
     bucket_url: str,

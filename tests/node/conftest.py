@@ -1,4 +1,4 @@
-"""Fixtures for the process-node tests: the admin CoreV1Api (the ``node`` fixture starts the node)."""
+"""Fixtures for the node tests: the admin CoreV1Api (the ``node`` fixture starts the node)."""
 
 from __future__ import annotations
 

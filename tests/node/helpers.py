@@ -1,4 +1,4 @@
-"""Helpers for tests that run pods on the process node: create, wait, read status."""
+"""Helpers for tests that run pods on the node: create, wait, read status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
-IMAGE = "modeldeploy-server:test"
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.2) -> T:

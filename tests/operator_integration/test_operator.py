@@ -3,9 +3,10 @@
 The install manifests (`kubectl apply -k manifests/`) provide the CRD and the least-privilege
 ClusterRole; the operator runs as `modeldeploy operator` with a kubeconfig for the
 `modeldeploy-operator` ServiceAccount, so every call it makes passes real RBAC. There is no
-kubelet yet: pods stay Pending, and where a test needs the fetch init container's result it
-writes the pod status as the kubelet would, with a termination message produced by the real
-fetch code. Garbage collection, the Deployment controller and admission are the real ones.
+kubelet for its pods (the node is cordoned for the module, and the in-cluster operator scaled to
+zero): pods stay Pending, and where a test needs the fetch init container's result it writes the
+pod status as the kubelet would, with a termination message produced by the real fetch code.
+Garbage collection, the Deployment controller and admission are the real ones.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from model_operator.localrun import (
     OPERATOR_SERVICE_ACCOUNT,
     OperatorProcess,
     install,
+    restore,
 )
 from model_server.fetch import termination_record
 from model_server.signing import VerificationError, VerifiedModel
@@ -49,7 +51,7 @@ def kubectl(cluster: Any, *args: str, check: bool = True) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def operator(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(devcluster: Any, cordoned: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The install manifests applied, and the operator running under its ServiceAccount."""
     install(devcluster.kubectl, devcluster.admin_kubeconfig)
     runner = OperatorProcess(
@@ -62,6 +64,7 @@ def operator(devcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield runner
     finally:
         runner.stop()
+        restore(devcluster.kubectl, devcluster.admin_kubeconfig)
         denied = [r for r in runner.records() if "is forbidden: User" in r.get("message", "")]
         assert not denied, f"the operator hit RBAC denials: {denied[:3]}"
 
