@@ -54,8 +54,8 @@ def sign(model_dir: Path, private_key: Path, signature: Path | None, password: s
     """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
     try:
         written = signing.sign(model_dir, private_key, signature, password)
-    except (ValueError, TypeError, OSError) as err:
-        raise click.ClickException(f"signing failed: {err}") from err
+    except (signing.VerificationError, ValueError, TypeError, OSError) as err:
+        raise click.ClickException(f"signing failed: {' '.join(str(err).split())}") from err
     click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
 
 
@@ -100,7 +100,21 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     type=click.FloatRange(min=0.1),
     default=sources.Settings.timeout,
     show_default=True,
-    help="Network timeout in seconds.",
+    help="Network timeout in seconds (per connection or read).",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=1),
+    default=sources.Settings.deadline,
+    show_default=True,
+    help="Give up (DeadlineExceeded) when download, unpacking and verification take longer, in seconds.",
+)
+@click.option(
+    "--max-expansion",
+    type=click.FloatRange(min=1),
+    default=sources.Settings.max_expansion,
+    show_default=True,
+    help="Refuse archives that unpack to more than this many times their size.",
 )
 def fetch(
     source: str,
@@ -111,11 +125,13 @@ def fetch(
     termination_log: Path | None,
     max_bytes: int,
     timeout: float,
+    deadline: float,
+    max_expansion: float,
 ) -> None:
     """Download SOURCE, verify it, and only then move it to DEST (fail closed)."""
     if termination_log is None and fetching.DEFAULT_TERMINATION_LOG.exists():
         termination_log = fetching.DEFAULT_TERMINATION_LOG
-    settings = sources.Settings(max_bytes=max_bytes, timeout=timeout)
+    settings = sources.Settings(max_bytes=max_bytes, max_expansion=max_expansion, timeout=timeout, deadline=deadline)
     result: signing.VerifiedModel | signing.VerificationError
     try:
         result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
@@ -127,7 +143,7 @@ def fetch(
     if termination_log is not None:
         fetching.write_termination_log(termination_log, record)
     if isinstance(result, signing.VerificationError):
-        click.echo(f"fetch refused {record['source']}: {result}", err=True)
+        click.echo(f"fetch refused {record['source']}: {' '.join(str(result).split())}", err=True)
         raise SystemExit(1)
     click.echo(f"installed {dest}: {record['message']} (manifest {record['manifestDigest']})")
 

@@ -77,8 +77,21 @@ def load_model_card(model_dir: Path) -> ModelCard:
     """
     path = model_dir / MODEL_CARD
     try:
-        card = ModelCard.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError, ValidationError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelCardError(f"{path}: {err}") from err
+    return parse_model_card(data, path)
+
+
+def parse_model_card(data: bytes, path: Path) -> ModelCard:
+    """Validate the bytes of a model.yaml (`path` is only for messages).
+
+    Raises:
+        ModelCardError: not YAML, or fails validation.
+    """
+    try:
+        card = ModelCard.model_validate(yaml.safe_load(data))
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as err:
         raise ModelCardError(f"{path}: {err}") from err
     if card.flavor == "python" and card.entrypoint is None:
         raise ModelCardError(f"{path}: flavor 'python' needs entrypoint 'module:Class'")
