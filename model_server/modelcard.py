@@ -16,6 +16,7 @@ MODEL_CARD = "model.yaml"
 FieldType = Literal["number", "integer", "string", "boolean"]
 _PYTHON_TYPES: dict[str, type] = {"number": float, "integer": int, "string": str, "boolean": bool}
 _DEFAULTS: dict[str, Any] = {"number": 0.0, "integer": 0, "string": "", "boolean": False}
+INT64 = (-(2**63), 2**63 - 1)  # what CEL, numpy and every runtime can hold
 
 
 class FieldSpec(BaseModel):
@@ -105,6 +106,9 @@ def _annotation(spec: FieldSpec) -> Any:
     constraints: dict[str, Any] = {"description": spec.description or None}
     if spec.type in ("number", "integer"):
         constraints.update(ge=spec.minimum, le=spec.maximum)
+    if spec.type == "integer":
+        constraints["ge"] = max(INT64[0], int(-(-spec.minimum // 1))) if spec.minimum is not None else INT64[0]
+        constraints["le"] = min(INT64[1], int(spec.maximum // 1)) if spec.maximum is not None else INT64[1]
     if spec.type == "number":
         constraints["allow_inf_nan"] = False
     if spec.example is not None:
