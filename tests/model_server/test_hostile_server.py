@@ -251,3 +251,63 @@ async def test_9_probes_answer_during_a_slow_policy_and_the_budget_bounds_it(
         assert "policyTimeoutSeconds" in response.json()["error"]
         assert time.monotonic() - began < 5
         assert probe_times and max(probe_times) < 0.5
+
+
+# --- case 12: protocol conformance --------------------------------------------------------
+
+INFER = "/v2/models/iris/infer"
+
+
+def columns(datatype: str = "FP64", **data: Any) -> dict[str, Any]:
+    values = {**SETOSA, **data}
+    return {"inputs": [{"name": k, "shape": [1], "datatype": datatype, "data": [v]} for k, v in values.items()]}
+
+
+async def test_12_method_not_allowed_says_which_are(iris_dir: Path) -> None:
+    async with app_client(iris_dir) as client:
+        for method, path in (("DELETE", "/api/health"), ("GET", PREDICT), ("PUT", INFER)):
+            response = await client.request(method, path)
+            assert response.status_code == 405 and response.headers.get("allow"), (method, path)
+        assert "POST" in (await client.get(PREDICT)).headers["allow"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [columns("BYTES"), columns("FOO"), columns("BOOL"), columns("INT64", sepal_length=5.1),
+     {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": [5.1, 3.5, 1.4, 0.2]}]}],
+    ids=["bytes-with-floats", "unknown", "bool", "int-with-float", "matrix-bytes"],
+)
+async def test_12_datatype_is_checked_against_the_model(iris_dir: Path, body: dict[str, Any]) -> None:
+    async with app_client(iris_dir) as client:
+        response = await client.post(INFER, json=body)
+        assert response.status_code == 400, response.text
+        assert "datatype" in response.text or "value" in response.text
+
+
+async def test_12_requested_outputs_are_honoured(pricing_dir: Callable[..., Path], iris_dir: Path) -> None:
+    async with app_client(iris_dir) as client:
+        chosen = await client.post(INFER, json={**columns("FP32"), "outputs": [{"name": "species"}]})
+        assert [o["name"] for o in chosen.json()["outputs"]] == ["species"]
+        none = await client.post(INFER, json={**columns(), "outputs": []})
+        assert none.status_code == 200 and none.json()["outputs"] == []
+        unknown = await client.post(INFER, json={**columns(), "outputs": [{"name": "colour"}]})
+        assert unknown.status_code == 400 and "colour" in unknown.text
+
+
+async def test_12_published_v2_schema_refuses_what_the_server_refuses(iris_dir: Path) -> None:
+    import jsonschema_rs
+
+    async with app_client(iris_dir) as client:
+        operation = (await client.get("/openapi.json")).json()["paths"]["/v2/models/{name}/infer"]["post"]
+        validator = jsonschema_rs.validator_for(operation["requestBody"]["content"]["application/json"]["schema"])
+        accepted = [columns(), columns("FP32"), columns("INT64", sepal_length=5, sepal_width=3, petal_length=1,
+                                                        petal_width=0),
+                    {"inputs": [{"name": "m", "shape": [1, 4], "datatype": "FP64", "data": [[5.1, 3.5, 1.4, 0.2]]}]}]
+        for body in accepted:
+            assert (await client.post(INFER, json=body)).status_code == 200, body
+            assert validator.is_valid(body), body
+        refused = [{"inputs": [{"data": [], "datatype": "", "name": "", "shape": [0]}]}, columns("BYTES"),
+                   {"inputs": columns()["inputs"][:3]}, {**columns(), "outputs": [{"name": "colour"}]}]
+        for body in refused:
+            assert (await client.post(INFER, json=body)).status_code == 400, body
+            assert not validator.is_valid(body), body
