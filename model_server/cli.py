@@ -6,7 +6,9 @@ Each command turns a `VerificationError` into one line on stderr and exit code 1
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -76,6 +78,11 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     click.echo(f"verified {files} files with key {key} (manifest {digest})")
 
 
+def _limit(flag: str, type_: click.ParamType, setting: str, help_: str) -> Callable[[Any], Any]:
+    """A `fetch` option whose default is the `sources.Settings` field of the same meaning."""
+    return click.option(flag, type=type_, default=getattr(sources.Settings, setting), show_default=True, help=help_)
+
+
 @click.command()
 @click.argument("source")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to create.")
@@ -88,33 +95,19 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     default=None,
     help="Default: /dev/termination-log when it exists.",
 )
-@click.option(
-    "--max-bytes",
-    type=click.IntRange(min=1),
-    default=sources.Settings.max_bytes,
-    show_default=True,
-    help="Refuse downloads and unpacked trees larger than this.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=sources.Settings.timeout,
-    show_default=True,
-    help="Network timeout in seconds (per connection or read).",
-)
-@click.option(
+@_limit("--max-bytes", click.IntRange(min=1), "max_bytes", "Refuse downloads and unpacked trees larger than this.")
+@_limit("--timeout", click.FloatRange(min=0.1), "timeout", "Network timeout in seconds (per connection or read).")
+@_limit(
     "--deadline",
-    type=click.FloatRange(min=1),
-    default=sources.Settings.deadline,
-    show_default=True,
-    help="Give up (DeadlineExceeded) when download, unpacking and verification take longer, in seconds.",
+    click.FloatRange(min=1),
+    "deadline",
+    "Give up (DeadlineExceeded) when download, unpacking and verification take longer, in seconds.",
 )
-@click.option(
+@_limit(
     "--max-expansion",
-    type=click.FloatRange(min=1),
-    default=sources.Settings.max_expansion,
-    show_default=True,
-    help="Refuse archives that unpack to more than this many times their size.",
+    click.FloatRange(min=1),
+    "max_expansion",
+    "Refuse archives that unpack to more than this many times their size.",
 )
 def fetch(
     source: str,

@@ -57,7 +57,7 @@ class DrainingServer(uvicorn.Server):
     "--public-key",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="PEM EC public key MODEL_DIR/model.sig must verify with before anything is loaded (or publicKey in server.yaml).",
+    help="PEM EC public key MODEL_DIR/model.sig must verify with before anything loads (or publicKey in server.yaml).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

@@ -321,7 +321,8 @@ def verify_tree(
             raise VerificationError(
                 SIGNATURE_MALFORMED, f"the signature bundle was refused by model_signing ({type(err).__name__})"
             ) from err
-    return VerifiedTree(model_dir, VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files), statement)
+    verified = VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files)
+    return VerifiedTree(model_dir, verified, statement)
 
 
 def seal(model_dir: str | Path, private_key_path: str | Path, public_key_path: str | Path) -> VerifiedModel:
@@ -388,7 +389,9 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
             )
         hint = str(_object(material["publicKey"], f"{name}: publicKey").get("hint", ""))
         if envelope is None:
-            raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name} has no DSSE envelope (messageSignature bundles are not supported)")
+            raise VerificationError(
+                UNSUPPORTED_SIGNATURE, f"{name} has no DSSE envelope (messageSignature bundles are not supported)"
+            )
         envelope = _object(envelope, f"{name}: dsseEnvelope")
         signatures = envelope.get("signatures")
         if not isinstance(signatures, list) or not signatures:
@@ -396,7 +399,9 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         if len(signatures) > 1:
             raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name} has {len(signatures)} signatures; expected one")
         if envelope.get("payloadType") != IN_TOTO_PAYLOAD:
-            raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: payload type {envelope.get('payloadType')!r} is not in-toto")
+            raise VerificationError(
+                UNSUPPORTED_SIGNATURE, f"{name}: payload type {envelope.get('payloadType')!r} is not in-toto"
+            )
         statement = _object(json.loads(base64.b64decode(str(envelope["payload"]), validate=True)), f"{name}: statement")
         predicate = _object(statement["predicate"], f"{name}: predicate")
         serialization_args = _object(predicate["serialization"], f"{name}: serialization")
@@ -417,7 +422,8 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported serialization method {method!r}")
     if hash_type not in HASH_TYPES or (method == "shards" and hash_type == "blake3"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported hash type {hash_type!r}")
-    if method == "shards" and not (isinstance(serialization_args.get("shard_size"), int) and serialization_args["shard_size"] > 0):
+    shard_size = serialization_args.get("shard_size")
+    if method == "shards" and not (isinstance(shard_size, int) and shard_size > 0):
         raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
     statement_ = _Statement(root, files, serialization_args, hint)
     for signed in statement_.names:
@@ -487,13 +493,17 @@ def _read_beneath(root: Path, relative: str) -> bytes:
             try:
                 child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
             except OSError as err:
-                raise VerificationError(UNSAFE_FILE, f"{relative}: {part} is not a directory inside the tree", [relative]) from err
+                raise VerificationError(
+                    UNSAFE_FILE, f"{relative}: {part} is not a directory inside the tree", [relative]
+                ) from err
             os.close(fd)
             fd = child
         try:
             leaf = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
         except OSError as err:
-            raise VerificationError(UNSAFE_FILE, f"{relative} is not a regular file inside the tree (symlink?)", [relative]) from err
+            raise VerificationError(
+                UNSAFE_FILE, f"{relative} is not a regular file inside the tree (symlink?)", [relative]
+            ) from err
     finally:
         os.close(fd)
     with os.fdopen(leaf, "rb") as src:

@@ -154,7 +154,9 @@ def requested_outputs(card: ModelCard, outputs: list[RequestOutput] | None) -> l
 def request_schema(card: ModelCard, field_schemas: dict[str, Any], max_batch: int) -> dict[str, Any]:
     """The JSON Schema of an inference request for this card (see the module docstring)."""
 
-    def tensor(name: dict[str, Any], datatypes: tuple[str, ...], value: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    def tensor(
+        name: dict[str, Any], datatypes: tuple[str, ...], value: dict[str, Any], shape: dict[str, Any]
+    ) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": max_batch * len(card.inputs)}
         data["items"] = {"anyOf": [value, {"type": "array", "items": value, "minItems": 1}]}
         return {
@@ -185,10 +187,12 @@ def request_schema(card: ModelCard, field_schemas: dict[str, Any], max_batch: in
         {"type": "string"},
         common,
         {"anyOf": [field_schemas[f.name] for f in card.inputs]},
-        {"type": "array", "prefixItems": [rows, {"const": len(card.inputs)}], "minItems": 2, "maxItems": 2, "items": False},
+        {"type": "array", "prefixItems": [rows, {"const": len(card.inputs)}], "minItems": 2, "maxItems": 2,
+         "items": False},
     )
     layouts: list[dict[str, Any]] = [
-        {"type": "array", "prefixItems": per_field, "minItems": len(per_field), "maxItems": len(per_field), "items": False}
+        {"type": "array", "prefixItems": per_field, "minItems": len(per_field), "maxItems": len(per_field),
+         "items": False}
     ]
     if common:
         layouts.append({"type": "array", "prefixItems": [matrix], "minItems": 1, "maxItems": 1, "items": False})

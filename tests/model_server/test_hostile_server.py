@@ -4,7 +4,6 @@ availability. Each test names the case of the issue it covers."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import shutil
 import time

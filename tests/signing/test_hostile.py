@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import pytest
@@ -277,7 +279,9 @@ def _two_signatures(bundle: dict) -> None:  # type: ignore[type-arg]
      (_no_material, "SignatureMalformed"), (_two_signatures, "UnsupportedSignature")],
     ids=["certificate", "empty-signatures", "no-verification-material", "two-signatures"],
 )
-def test_11_bundle_shapes_are_classified(model: Path, keys: Keys, edit, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_11_bundle_shapes_are_classified(
+    model: Path, keys: Keys, edit: Callable[[dict[str, Any]], None], reason: str
+) -> None:
     edit_bundle(model, edit)
     assert refusal(model, keys.public).reason == reason
     assert_one_line(["verify", model, "--public-key", keys.public], reason)
