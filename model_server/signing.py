@@ -251,7 +251,11 @@ class VerifiedTree:
         if relative not in self._names:
             raise VerificationError(FILE_NOT_SIGNED, f"{name!r} is not a file of the signed manifest", [name])
         data = _read_beneath(self.root, relative)
-        expected = {k: v for k, v in self._statement.files.items() if k == relative or k.startswith(f"{relative}:")}
+        signed = self._statement.files
+        if self._statement.serialization["method"] == "files":
+            expected = {relative: signed[relative]}
+        else:
+            expected = {k: v for k, v in signed.items() if k.rsplit(":", 2)[0] == relative}
         if _digests(relative, data, self._statement.serialization) != expected:
             raise VerificationError(FILES_DIFFER, f"{relative} changed after it was verified", [relative])
         return data
@@ -299,7 +303,10 @@ def verify_tree(
         )
     ignored = _ignored(model_dir, signature)
     own_config = _hashing_config(statement.serialization, ignored)
-    if _tree_files(model_dir, ignored) != statement.names:  # extra (even if the signature ignores it) or missing
+    present = _tree_files(model_dir, ignored)
+    if statement.serialization["method"] == "shards":  # an empty file has no shard to sign
+        present = {name for name in present if (model_dir / name).stat().st_size}
+    if present != statement.names:  # extra (even if the signature ignores it) or missing
         raise _files_differ(statement.files, _hash(model_dir, own_config), "signed manifest")
     with tempfile.TemporaryDirectory(prefix="modeldeploy-verify-") as private:
         # upstream reads the bundle itself: give it the very bytes parsed above
@@ -422,9 +429,13 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported serialization method {method!r}")
     if hash_type not in HASH_TYPES or (method == "shards" and hash_type == "blake3"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported hash type {hash_type!r}")
-    shard_size = serialization_args.get("shard_size")
-    if method == "shards" and not (isinstance(shard_size, int) and shard_size > 0):
-        raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
+    if method == "shards":  # a JSON number: upstream writes 100000.0
+        shard_size = serialization_args.get("shard_size")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or shard_size < 1:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
+        if int(shard_size) != shard_size:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
+        serialization_args = {**serialization_args, "shard_size": int(shard_size)}
     statement_ = _Statement(root, files, serialization_args, hint)
     for signed in statement_.names:
         try:
@@ -527,7 +538,7 @@ def _digests(name: str, data: bytes, serialization_args: dict[str, Any]) -> dict
         return {name: _digest(hash_type, data)}
     size = int(serialization_args["shard_size"])
     view = memoryview(data)
-    starts = range(0, len(data), size) if data else range(1)
+    starts = range(0, len(data), size)
     return {f"{name}:{s}:{min(s + size, len(data))}": _digest(hash_type, view[s : s + size]) for s in starts}
 
 
