@@ -123,6 +123,8 @@ def targets(workdir: Path, model_dir: Path) -> list[Target]:
         "from modeldeploy.cli import main; main()",
         "serve",
         str(model_dir),
+        "--public-key",
+        str(workdir / "public.pem"),
         "--port",
         str(ours),
     ]

@@ -1,13 +1,18 @@
-"""Verify throughput on a 1 GiB parameters directory, as a ratio to hashlib.sha256 over the same bytes.
+"""Verify throughput on a 1 GiB parameters directory, as a ratio to hashlib.sha256 over the same bytes,
+and the server's load-time check now (issue 11) as a ratio to the check it replaced.
 
 Usage: python bench/bench_verify.py [--size-mib 1024] [--repeat 5] [--goal 0.8]
 
-Writes random parameters in two layouts (one 1 GiB file; eight 128 MiB shards), signs
-each, then times, on the same machine and in the same run: a plain chunked
-`hashlib.sha256` over every file (the baseline), `signing.verify` (signature + every
-file), and `signing.check_manifest` (the server's re-check at load), interleaved. Files are
-read once first so every timing reads from the page cache. Reports the best of
---repeat rounds; exits 1 when a verify ratio is below --goal.
+Writes random parameters in two layouts (one 1 GiB file; eight 128 MiB shards, the
+artifact being the first), signs each, then times, on the same machine and in the same
+run, interleaved: a plain chunked `hashlib.sha256` over every file (the baseline),
+`signing.verify` (signature + every file), the load-time check before issue 11
+(`before`: re-hash every file against the recorded, unsigned manifest) and the one now
+(`now`: `verify_tree` checks the signature and every file, then the artifact and
+model.yaml are read into memory and hashed again, as the flavors load them). The iris
+example model is measured the same way. Files are read once first so every timing reads
+from the page cache. Reports the best of --repeat rounds; exits 1 when a verify ratio is
+below --goal.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,28 +65,56 @@ def best_interleaved(repeat: int, actions: dict[str, Callable[[], object]]) -> d
     return best
 
 
+def check_before(root: Path, files: dict[str, str]) -> None:
+    """The load-time check before issue 11: re-hash the tree against a recorded (unsigned) manifest."""
+    config = signing._hashing_config({"method": "files", "hash_type": "sha256"}, signing.UNSIGNED)  # noqa: SLF001
+    if signing._hash(root, config) != files:  # noqa: SLF001
+        raise AssertionError("tree changed")
+
+
+def check_now(root: Path, public_key: Path, artifact: str) -> None:
+    """The load-time check now: the signature and every file, then the loaded files' bytes."""
+    tree = signing.verify_tree(root, public_key)
+    tree.read("model.yaml")
+    tree.read(artifact)
+
+
+def load_checks(root: Path, public_key: Path, artifact: str, repeat: int) -> dict[str, float]:
+    files = signing.verify(root, public_key).files  # also warms the page cache
+    best = best_interleaved(
+        repeat, {"before": lambda: check_before(root, files), "now": lambda: check_now(root, public_key, artifact)}
+    )
+    return {
+        "load_check_before_s": round(best["before"], 4),
+        "load_check_now_s": round(best["now"], 4),
+        "load_check_ratio_now_to_before": round(best["now"] / best["before"], 2),
+    }
+
+
 def measure(root: Path, public_key: Path, repeat: int) -> dict[str, float]:
     size = sum(p.stat().st_size for p in root.iterdir() if p.name not in signing.UNSIGNED)
-    verified = signing.verify(root, public_key)  # also warms the page cache
-    signing.write_verified_manifest(root, verified, signing.signed_serialization(root / signing.SIGNATURE))
+    signing.verify(root, public_key)  # also warms the page cache
     best = best_interleaved(
-        repeat,
-        {
-            "sha256": lambda: sha256_baseline(root),
-            "verify": lambda: signing.verify(root, public_key),
-            "check": lambda: signing.check_manifest(root),
-        },
+        repeat, {"sha256": lambda: sha256_baseline(root), "verify": lambda: signing.verify(root, public_key)}
     )
-    baseline, verify, check = best["sha256"], best["verify"], best["check"]
+    baseline, verify = best["sha256"], best["verify"]
     mib = size / (1 << 20)
     return {
         "bytes": size,
         "sha256_mib_s": round(mib / baseline, 1),
         "verify_mib_s": round(mib / verify, 1),
-        "check_manifest_mib_s": round(mib / check, 1),
         "verify_ratio": round(baseline / verify, 3),
-        "check_manifest_ratio": round(baseline / check, 3),
+        **load_checks(root, public_key, "shard-000.bin", repeat),
     }
+
+
+def iris(tmp: Path, keys: Path, repeat: int) -> dict[str, float]:
+    """The load-time checks on the iris example (examples/iris/train.py)."""
+    root = tmp / "iris"
+    train = Path(__file__).resolve().parents[1] / "examples" / "iris" / "train.py"
+    subprocess.run([sys.executable, str(train), str(root)], check=True, capture_output=True)
+    signing.sign(root, keys / "private.pem")
+    return load_checks(root, keys / "public.pem", "model.joblib", max(repeat, 20))
 
 
 def main() -> int:
@@ -96,6 +130,7 @@ def main() -> int:
         key = signing.generate_key()
         (keys / "private.pem").write_bytes(signing.private_key_pem(key))
         (keys / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
+        report["iris"] = iris(Path(tmp), keys, args.repeat)
         for label, shards in (("1_file", 1), ("8_shards", 8)):
             root = write_layout(Path(tmp) / label, args.size_mib << 20, shards)
             signing.sign(root, keys / "private.pem")

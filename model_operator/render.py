@@ -27,6 +27,8 @@ CONFIG_KEY = "server.yaml"
 SERVER_PORT = 8000
 TERMINATION_LOG = "/dev/termination-log"
 RUN_AS = 65532
+DEFAULT_MAX_BYTES = 10 << 30
+VOLUME_MARGIN = 64 << 20  # signature, fetch's marker, filesystem overhead
 
 SPEC_HASH_ANNOTATION = "modeldeploy.io/spec-hash"
 MANAGED_BY = "modeldeploy"
@@ -102,6 +104,16 @@ def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
     }
 
 
+def max_bytes(spec: ModelDeploymentSpec) -> int:
+    """What fetch may download and unpack for this spec."""
+    return spec.parameters.max_bytes or DEFAULT_MAX_BYTES
+
+
+def model_volume_limit(spec: ModelDeploymentSpec) -> int:
+    """The parameters emptyDir's sizeLimit: an installed tree plus a new fetch's staging."""
+    return 2 * max_bytes(spec) + VOLUME_MARGIN
+
+
 def _fetch_command(spec: ModelDeploymentSpec) -> list[str]:
     params = spec.parameters
     command = [
@@ -109,6 +121,8 @@ def _fetch_command(spec: ModelDeploymentSpec) -> list[str]:
         "--dest", MODEL_DIR,
         "--public-key", f"{KEYS_DIR}/{params.public_key.key}",
         "--termination-log", TERMINATION_LOG,
+        "--max-bytes", str(max_bytes(spec)),
+        "--deadline", str(spec.probes.max_load_seconds),
     ]
     if params.signature:
         command += ["--signature-uri", params.signature]
@@ -179,6 +193,7 @@ def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
         "command": [
             "modeldeploy", "serve", MODEL_DIR,
             "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+            "--public-key", f"{KEYS_DIR}/{spec.parameters.public_key.key}",
             "--host", "0.0.0.0",
             "--port", str(SERVER_PORT),
         ],
@@ -187,6 +202,7 @@ def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_ROOT, "readOnly": True},
+            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
             {"name": "config", "mountPath": f"{CONFIG_DIR}/{CONFIG_KEY}", "subPath": CONFIG_KEY, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -212,7 +228,7 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str
         "initContainers": [_init_container(spec, image)],
         "containers": [_server_container(spec, image)],
         "volumes": [
-            {"name": "model", "emptyDir": {}},
+            {"name": "model", "emptyDir": {"sizeLimit": str(model_volume_limit(spec))}},
             {"name": "tmp", "emptyDir": {}},
             {
                 "name": "keys",

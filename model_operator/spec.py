@@ -45,6 +45,7 @@ class Parameters(_Model):
     public_key: SecretKeyRef = Field(alias="publicKey")
     credentials: SecretRef | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    max_bytes: int | None = Field(default=None, alias="maxBytes", ge=1 << 20, le=1 << 40)
 
 
 class Policy(_Model):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from model_operator.render import (
 from model_operator.spec import ModelDeploymentSpec
 
 Status = dict[str, Any]
+
+# fetch writes `verified` and `reason` first, so they survive a message cut at 4 KiB
+_RECORD_HEAD = re.compile(r'^\{\s*"verified"\s*:\s*(true|false)\s*,\s*"reason"\s*:\s*"([A-Za-z]+)"')
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ def parse_termination_message(text: str | None) -> dict[str, Any] | None:
             continue
         if isinstance(result, dict) and isinstance(result.get("verified"), bool) and "reason" in result:
             return result
+    head = _RECORD_HEAD.match(text.strip().splitlines()[-1].strip())
+    if head:  # a record cut short: keep its reason
+        return {"verified": head[1] == "true", "reason": head[2], "message": "(the fetch result was truncated)"}
     return None
 
 

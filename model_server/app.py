@@ -26,15 +26,17 @@ from model_server.routes.errors import error_response
 from model_server.settings import ServerSettings
 
 logger = logging.getLogger("model_server.access")
+UNKNOWN_MODEL = "_unknown"  # the one metrics label of every model name this server does not serve
 
 
 class RequestObserver:
     """Pure ASGI middleware: body size limit, in-flight gauge, metrics and one log line per request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_request_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_request_bytes: int, models: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
+        self.models = models  # label values come only from here (and UNKNOWN_MODEL)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,7 +77,8 @@ class RequestObserver:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
             model = scope.get("path_params", {}).get("name", "")
-            self.metrics.observe_request(model, endpoint, str(status), seconds)
+            label = model if not model or model in self.models else UNKNOWN_MODEL
+            self.metrics.observe_request(label, endpoint, str(status), seconds)
             logger.info(
                 "request",
                 extra={
@@ -106,9 +109,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         ModelCardError: model.yaml is missing or invalid (nothing to serve).
     """
     card = load_model_card(settings.model_dir)
-    model = ServedModel(card, settings.model_dir, settings.policies)
+    model = ServedModel(card, settings.model_dir, settings.policies, settings.public_key)
     metrics = Metrics()
-    dataplane = DataPlane(model, metrics, settings.max_batch_size)
+    dataplane = DataPlane(model, metrics, settings.max_batch_size, settings.policy_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -127,7 +130,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     _register_endpoints(app, dataplane, metrics)
     _document_fast_routes_and_model_name(app, card.name)
     errors.register(app)
-    app.add_middleware(RequestObserver, metrics=metrics, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestObserver, metrics=metrics, max_request_bytes=settings.max_request_bytes, models=frozenset({card.name})
+    )
     return app
 
 

@@ -1,8 +1,9 @@
 """Unpack a downloaded `.tar.gz`/`.tar`/`.zip` archive safely.
 
 Refuses (`UnsafeArchive`) absolute paths, `..`, symbolic and hard links, device
-files and FIFOs; counts every unpacked byte against the fetch's size budget
-(`TooLarge`), whatever the archive's headers claim. Never verifies anything.
+files and FIFOs; counts every unpacked byte against the fetch's size budget and against
+`max_expansion` times the archive's size (`TooLarge`), whatever the archive's headers
+claim. A backslash in a member name is an ordinary character. Never verifies anything.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from model_server.signing import SOURCE_INVALID, UNSAFE_ARCHIVE, VerificationErr
 from model_server.sources import CHUNK, Budget, safe_relative, write_chunks
 
 
-def unpack(archive: Path, target: Path, budget: Budget) -> Path:
-    """Unpack `archive` into the new directory `target`.
+def unpack(archive: Path, target: Path, budget: Budget, max_expansion: float = 100.0) -> Path:
+    """Unpack `archive` into the new directory `target`, at most `max_expansion` times its size.
 
     Returns:
         The tree's root: `target`, or its only entry when that is a directory
@@ -29,6 +30,8 @@ def unpack(archive: Path, target: Path, budget: Budget) -> Path:
         VerificationError: `SourceInvalid` (not an archive), `UnsafeArchive`, `TooLarge`.
     """
     target.mkdir()
+    limit = max(int(archive.stat().st_size * max_expansion), 1 << 20)
+    budget = budget.limited(limit, f"the expansion limit ({max_expansion:g} x the archive's size)")
     if zipfile.is_zipfile(archive):
         _unpack_zip(archive, target, budget)
     elif tarfile.is_tarfile(archive):

@@ -6,7 +6,9 @@ Each command turns a `VerificationError` into one line on stderr and exit code 1
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,8 +56,8 @@ def sign(model_dir: Path, private_key: Path, signature: Path | None, password: s
     """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
     try:
         written = signing.sign(model_dir, private_key, signature, password)
-    except (ValueError, TypeError, OSError) as err:
-        raise click.ClickException(f"signing failed: {err}") from err
+    except (signing.VerificationError, ValueError, TypeError, OSError) as err:
+        raise click.ClickException(f"signing failed: {' '.join(str(err).split())}") from err
     click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
 
 
@@ -76,6 +78,11 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     click.echo(f"verified {files} files with key {key} (manifest {digest})")
 
 
+def _limit(flag: str, type_: click.ParamType, setting: str, help_: str) -> Callable[[Any], Any]:
+    """A `fetch` option whose default is the `sources.Settings` field of the same meaning."""
+    return click.option(flag, type=type_, default=getattr(sources.Settings, setting), show_default=True, help=help_)
+
+
 @click.command()
 @click.argument("source")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to create.")
@@ -88,19 +95,19 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     default=None,
     help="Default: /dev/termination-log when it exists.",
 )
-@click.option(
-    "--max-bytes",
-    type=click.IntRange(min=1),
-    default=sources.Settings.max_bytes,
-    show_default=True,
-    help="Refuse downloads and unpacked trees larger than this.",
+@_limit("--max-bytes", click.IntRange(min=1), "max_bytes", "Refuse downloads and unpacked trees larger than this.")
+@_limit("--timeout", click.FloatRange(min=0.1), "timeout", "Network timeout in seconds (per connection or read).")
+@_limit(
+    "--deadline",
+    click.FloatRange(min=1),
+    "deadline",
+    "Give up (DeadlineExceeded) when download, unpacking and verification take longer, in seconds.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=sources.Settings.timeout,
-    show_default=True,
-    help="Network timeout in seconds.",
+@_limit(
+    "--max-expansion",
+    click.FloatRange(min=1),
+    "max_expansion",
+    "Refuse archives that unpack to more than this many times their size.",
 )
 def fetch(
     source: str,
@@ -111,11 +118,13 @@ def fetch(
     termination_log: Path | None,
     max_bytes: int,
     timeout: float,
+    deadline: float,
+    max_expansion: float,
 ) -> None:
     """Download SOURCE, verify it, and only then move it to DEST (fail closed)."""
     if termination_log is None and fetching.DEFAULT_TERMINATION_LOG.exists():
         termination_log = fetching.DEFAULT_TERMINATION_LOG
-    settings = sources.Settings(max_bytes=max_bytes, timeout=timeout)
+    settings = sources.Settings(max_bytes=max_bytes, max_expansion=max_expansion, timeout=timeout, deadline=deadline)
     result: signing.VerifiedModel | signing.VerificationError
     try:
         result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
@@ -127,7 +136,7 @@ def fetch(
     if termination_log is not None:
         fetching.write_termination_log(termination_log, record)
     if isinstance(result, signing.VerificationError):
-        click.echo(f"fetch refused {record['source']}: {result}", err=True)
+        click.echo(f"fetch refused {record['source']}: {' '.join(str(result).split())}", err=True)
         raise SystemExit(1)
     click.echo(f"installed {dest}: {record['message']} (manifest {record['manifestDigest']})")
 

@@ -1,20 +1,31 @@
 """The protocol-neutral operations both REST APIs share: readiness, decode, predict, policies.
 
 Owns input validation against the model card, batching predictions through a worker
-thread, applying policies, and counting policy hits. No HTTP: routes adapt requests to
-these calls and errors surface as `model_server.errors` exceptions.
+thread, applying policies in a thread of their own within a per-request time budget (so
+an expensive policy never stalls the event loop and the probes), and counting policy
+hits. No HTTP: routes adapt requests to these calls and errors surface as
+`model_server.errors` exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import time
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from model_server.batching import MicroBatcher
-from model_server.errors import InvalidInput, ModelNotFound, ModelNotReady, PolicyRejected, PredictionFailed
+from model_server.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PolicyFailed,
+    PolicyRejected,
+    PredictionFailed,
+)
 from model_server.metrics import Metrics
 from model_server.model import ServedModel
 from model_server.modelcard import input_model, output_model, request_adapter, request_schema
@@ -46,10 +57,15 @@ class Prediction:
 class DataPlane:
     """Serves one model: the only model in this server's directory."""
 
-    def __init__(self, model: ServedModel, metrics: Metrics, max_batch_size: int) -> None:
+    def __init__(
+        self, model: ServedModel, metrics: Metrics, max_batch_size: int, policy_timeout: float = 1.0
+    ) -> None:
         self.model = model
         self.metrics = metrics
         self.max_batch_size = max_batch_size
+        self.policy_timeout = policy_timeout
+        # cel-python's programs share state: every evaluation runs in this one thread
+        self.policy_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policies")
         self.input_row = input_model(model.card)
         self.output_row = output_model(model.card)
         self.body_adapter = request_adapter(self.input_row, max_batch_size)
@@ -77,6 +93,7 @@ class DataPlane:
             await asyncio.gather(self.load_task, return_exceptions=True)
         if self.batcher is not None:
             await self.batcher.stop()
+        self.policy_executor.shutdown(wait=False, cancel_futures=True)
 
     def drain(self) -> None:
         """Fail readiness from now on; requests already accepted still complete."""
@@ -160,17 +177,36 @@ class DataPlane:
         except Exception as err:
             logger.exception("prediction failed", extra={"model": name})
             raise PredictionFailed(f"model {name!r} failed to predict: {type(err).__name__}: {err}") from err
-        policies = model.policies
-        if not len(policies):
+        if not len(model.policies):
             return [Prediction(output, []) for output in outputs]
+        deadline = time.monotonic() + self.policy_timeout
+        work = asyncio.get_running_loop().run_in_executor(
+            self.policy_executor, self._apply_policies, model, rows, outputs, deadline
+        )
+        try:
+            return await asyncio.wait_for(work, self.policy_timeout + 0.05)
+        except TimeoutError as err:  # one evaluation outlived the budget (the thread finishes it)
+            raise PolicyFailed(
+                f"policies of {name!r} did not finish within policyTimeoutSeconds ({self.policy_timeout:g} s)",
+                policy=None,
+            ) from err
+
+    def _apply_policies(
+        self, model: ServedModel, rows: list[Row], outputs: list[Row], deadline: float
+    ) -> list[Prediction]:
+        """In the policy thread: every policy over every prediction, before `deadline`."""
+        name = model.name
         results = []
         for index, (row, output) in enumerate(zip(rows, outputs, strict=True)):
             try:
-                applied = policies.apply(row, output)
+                applied = model.policies.apply(row, output, deadline)
             except PolicyRejected as rejection:
                 self.metrics.policy_hits.labels(name, rejection.details["policy"], "reject").inc()
                 if len(rows) > 1:
                     rejection.details["index"] = index
+                raise
+            except PolicyFailed as failure:
+                failure.details["index"] = index
                 raise
             for hit in applied:
                 self.metrics.policy_hits.labels(name, hit.policy, hit.action).inc()

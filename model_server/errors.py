@@ -6,8 +6,10 @@ ServerError                 500  (base; anything unexpected in the data plane)
 ├── ModelNotFound           404  no model of that name is served here
 ├── InvalidInput            400  the body is not JSON, or fails the model's input schema
 ├── PayloadTooLarge         413  the body exceeds maxRequestBytes
-├── PolicyRejected          422  a `reject` policy matched (names the policy)
-└── PredictionFailed        500  the model or a policy raised on validated input
+├── PolicyRejected          422  a `reject` policy matched (names the policy; `index` in a batch)
+├── PolicyFailed            422  a policy could not be evaluated on this input, or ran out of
+│                                policyTimeoutSeconds (names the policy and the row `index`)
+└── PredictionFailed        500  the model raised on validated input
 ```
 
 The data plane and the routes raise these; only `model_server.routes.errors.register()`
@@ -52,3 +54,7 @@ class PolicyRejected(ServerError):
 
 class PredictionFailed(ServerError):
     status_code = 500
+
+
+class PolicyFailed(ServerError):
+    status_code = 422

@@ -1,30 +1,38 @@
 """The init container's job: download parameters, verify them, and only then install them.
 
-`fetch()` stages everything in a directory beside DEST, verifies the signature and
-every file there, writes the verified manifest, and renames the tree onto DEST.
-On any failure DEST holds nothing loadable. `termination_record()` is the one-line
-JSON the operator reads from the pod's termination message.
+`fetch()` first removes staging directories an interrupted run left beside DEST, then
+stages everything in a new one, verifies the signature and every file there, records
+what it installs in a marker file (`FETCH_MARKER`), and renames the tree onto DEST. On
+any failure DEST holds nothing loadable, and fetch removes only what an earlier fetch
+installed there (per its marker), never a directory it did not write. The whole run is
+bounded by `Settings.deadline`. `termination_record()` is the one-line JSON (always
+under Kubernetes' 4 KiB, reason first) the operator reads from the termination message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from model_server import archive, signing, sources
 from model_server.signing import (
+    DEADLINE_EXCEEDED,
     DESTINATION_INVALID,
     DIGEST_MISMATCH,
+    FETCH_MARKER,
     SIGNATURE,
     SIGNATURE_MISSING,
     SIGNATURE_VALID,
     SOURCE_NOT_FOUND,
-    VERIFIED_MANIFEST,
     VerificationError,
     VerifiedModel,
 )
@@ -32,8 +40,15 @@ from model_server.signing import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+MAX_RECORD_BYTES = 4000  # Kubernetes keeps 4096 bytes of a termination message
 MAX_REPORTED_FILES = 20
+MAX_NAME = 200
 MAX_MESSAGE = 1000
+
+
+def staging_prefix(dest: Path) -> str:
+    """The name prefix of fetch's staging directories beside DEST."""
+    return f".{dest.name}.fetch-"
 
 
 def fetch(
@@ -53,10 +68,10 @@ def fetch(
         signature_uri: where the signature is; default `model.sig` inside SOURCE
             (for an archive: inside the unpacked tree, else `SOURCE.sig`).
         sha256: pin the signed manifest's root digest (hex, `sha256:` optional).
-        settings: size limit, timeouts and retries (default `sources.Settings()`).
+        settings: size and expansion limits, timeouts, deadline, retries (default `sources.Settings()`).
 
     Returns:
-        What was verified; DEST then holds the parameters, `model.sig` and the verified manifest.
+        What was verified; DEST then holds the parameters, `model.sig` and fetch's marker.
 
     Raises:
         VerificationError: nothing was installed, and `reason` says why.
@@ -65,18 +80,19 @@ def fetch(
     settings = settings or sources.Settings()
     _check_destination(dest)
     signing.load_public_key(public_key)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
+    _remove_stale_staging(dest)
+    work = Path(tempfile.mkdtemp(prefix=staging_prefix(dest), dir=dest.parent))
     try:
-        budget = sources.Budget(settings.max_bytes)
-        tree = _download_tree(source, work, budget, settings)
-        signature = _signature(source, signature_uri, tree, work, budget, settings)
-        verified = signing.verify(tree, public_key, signature)
-        _check_pin(verified, sha256)
-        serialization_args = signing.signed_serialization(signature)
-        if signature != tree / SIGNATURE:
-            os.replace(signature, tree / SIGNATURE)
-        signing.write_verified_manifest(tree, verified, serialization_args)
-        _install(tree, dest, work)
+        with _alarm(settings.deadline):
+            budget = sources.Budget(settings.max_bytes, deadline=sources.deadline_after(settings.deadline))
+            tree = _download_tree(source, work, budget, settings)
+            signature = _signature(source, signature_uri, tree, work, budget, settings)
+            verified = signing.verify(tree, public_key, signature)
+            _check_pin(verified, sha256)
+            if signature != tree / SIGNATURE:
+                os.replace(signature, tree / SIGNATURE)
+            _write_marker(tree, verified)
+            _install(tree, dest, work)
         return verified
     except BaseException:
         _clear_previous(dest)
@@ -85,44 +101,111 @@ def fetch(
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise `DeadlineExceeded` in the main thread when `seconds` pass, even inside a blocking read."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # the per-chunk checks of the budget still apply
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise VerificationError(DEADLINE_EXCEEDED, f"fetch did not finish within its deadline of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def termination_record(
     source: str, result: VerifiedModel | VerificationError, key_fingerprint: str | None
 ) -> dict[str, Any]:
-    """The init container's result as the operator reads it (one JSON object)."""
+    """The init container's result as the operator reads it (one JSON object, reason first)."""
     if isinstance(result, VerifiedModel):
-        return {
+        record: dict[str, Any] = {
             "verified": True,
             "reason": SIGNATURE_VALID,
             "message": f"{len(result.files)} files verified with key {result.key_fingerprint}",
             "keyFingerprint": result.key_fingerprint,
             "manifestDigest": result.manifest_digest,
             "failedFiles": [],
-            "source": sources.redact(source),
         }
-    return {
-        "verified": False,
-        "reason": result.reason,
-        "message": " ".join(str(result.args[0]).split())[:MAX_MESSAGE],
-        "keyFingerprint": key_fingerprint,
-        "manifestDigest": None,
-        "failedFiles": result.files[:MAX_REPORTED_FILES],
-        "source": sources.redact(source),
-    }
+    else:
+        record = {
+            "verified": False,
+            "reason": result.reason,
+            "message": _clip(str(result.args[0]), MAX_MESSAGE),
+            "keyFingerprint": key_fingerprint,
+            "manifestDigest": None,
+            "failedFiles": [_clip(name, MAX_NAME) for name in result.files[:MAX_REPORTED_FILES]],
+        }
+    record["source"] = _clip(sources.redact(source), MAX_MESSAGE)
+    return _bounded(record)
+
+
+def _bounded(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` shrunk until its JSON line fits in MAX_RECORD_BYTES (the reason always survives)."""
+    while len(encode_record(record)) > MAX_RECORD_BYTES:
+        if record["failedFiles"]:
+            record["failedFiles"] = record["failedFiles"][: len(record["failedFiles"]) // 2]
+        elif len(record["message"]) > 100 or len(record["source"]) > 100:
+            record["message"] = _clip(record["message"], max(100, len(record["message"]) // 2))
+            record["source"] = _clip(record["source"], max(100, len(record["source"]) // 2))
+        else:
+            break
+    return record
+
+
+def encode_record(record: dict[str, Any]) -> str:
+    """The termination message line: ASCII JSON with `verified` and `reason` first."""
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
 
 
 def write_termination_log(path: Path, record: dict[str, Any]) -> None:
     """Write `record` as one line of JSON (Kubernetes keeps the first 4 KiB)."""
-    path.write_text(json.dumps(record, sort_keys=True) + "\n")
+    path.write_text(encode_record(record) + "\n")
 
 
 def _check_destination(dest: Path) -> None:
-    """DEST's parent must exist; DEST must be absent, empty, or an earlier fetch's result."""
+    """DEST's parent must exist; DEST must be absent, empty, or an earlier fetch's result; never a symlink."""
     if not dest.parent.is_dir():
         raise VerificationError(DESTINATION_INVALID, f"parent of {dest} does not exist")
+    if dest.is_symlink():
+        raise VerificationError(
+            DESTINATION_INVALID, f"{dest} is a symbolic link; fetch installs only into a real directory"
+        )
     if dest.exists() and not dest.is_dir():
         raise VerificationError(DESTINATION_INVALID, f"{dest} exists and is not a directory")
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / VERIFIED_MANIFEST).is_file():
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    installed = _installed_files(dest)
+    if installed is None:
         raise VerificationError(DESTINATION_INVALID, f"{dest} is not empty and was not written by fetch")
+    others = sorted(
+        p.relative_to(dest).as_posix()
+        for p in dest.rglob("*")
+        if not p.is_dir() and p.relative_to(dest).as_posix() not in {*installed, FETCH_MARKER}
+    )
+    if others:
+        raise VerificationError(
+            DESTINATION_INVALID, f"{dest} holds files fetch did not write: {', '.join(others[:5])}", others
+        )
+
+
+def _remove_stale_staging(dest: Path) -> None:
+    """Staging directories of an earlier, interrupted fetch to the same DEST."""
+    for stale in dest.parent.glob(f"{staging_prefix(dest)}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            logger.info("removing stale staging directory %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _download_tree(source: str, work: Path, budget: sources.Budget, settings: sources.Settings) -> Path:
@@ -132,7 +215,7 @@ def _download_tree(source: str, work: Path, budget: sources.Budget, settings: so
     single = sources.download(source, download, budget, settings)
     if single is None:
         return download
-    return archive.unpack(single, work / "tree", budget)
+    return archive.unpack(single, work / "tree", budget, settings.max_expansion)
 
 
 def _signature(
@@ -161,6 +244,31 @@ def _check_pin(verified: VerifiedModel, sha256: str | None) -> None:
         )
 
 
+def _write_marker(tree: Path, verified: VerifiedModel) -> None:
+    """Record what this fetch installs, tied to the directory itself (a copy elsewhere is not ours)."""
+    info = tree.stat()
+    document = {
+        "device": info.st_dev,
+        "inode": info.st_ino,
+        "files": sorted(path.relative_to(tree).as_posix() for path in tree.rglob("*") if path.is_file()),
+        "keyFingerprint": verified.key_fingerprint,
+        "manifestDigest": verified.manifest_digest,
+    }
+    (tree / FETCH_MARKER).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def _installed_files(dest: Path) -> list[str] | None:
+    """The files an earlier fetch installed at DEST (per its marker), or None if DEST is not fetch's."""
+    try:
+        document = json.loads((dest / FETCH_MARKER).read_text())
+        info = dest.stat()
+        if (document["device"], document["inode"]) != (info.st_dev, info.st_ino):
+            return None
+        return [str(name) for name in document["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _install(tree: Path, dest: Path, work: Path) -> None:
     """Rename the verified tree onto DEST (an empty DEST is replaced atomically)."""
     if dest.is_dir() and any(dest.iterdir()):
@@ -170,6 +278,21 @@ def _install(tree: Path, dest: Path, work: Path) -> None:
 
 
 def _clear_previous(dest: Path) -> None:
-    """Fail closed: an earlier fetch's parameters must not stay loadable after a failed one."""
-    if (dest / VERIFIED_MANIFEST).is_file():
-        shutil.rmtree(dest)
+    """Fail closed: an earlier fetch's parameters must not stay loadable after a failed one.
+
+    Removes only the files that fetch's marker lists (then empty directories and DEST
+    itself when nothing else is left); anything else in DEST stays.
+    """
+    installed = _installed_files(dest) if dest.is_dir() and not dest.is_symlink() else None
+    if installed is None:
+        return
+    for name in installed:
+        path = dest / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    (dest / FETCH_MARKER).unlink(missing_ok=True)
+    for directory in sorted((p for p in dest.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    with contextlib.suppress(OSError):
+        dest.rmdir()

@@ -1,7 +1,9 @@
 """The served model's lifecycle: load in the background, then ready; draining on shutdown.
 
 Owns the state the probes report (`started`, `healthy`, `ready`, `draining`) and the
-load sequence: compile policies, re-check the verified manifest, load the flavor.
+load sequence: compile policies, verify `model.sig` with the trusted public key (the
+whole tree, as fetch did), check that the verified model.yaml is the card the server
+started with, and load the flavor from verified bytes only (`VerifiedTree.read`).
 No HTTP here.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 from model_server import signing
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
-from model_server.modelcard import ModelCard
+from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
 from model_server.policies import PolicySet, compile_policies
 
 logger = logging.getLogger(__name__)
@@ -31,9 +33,10 @@ class State(enum.Enum):
 class ServedModel:
     """One model directory: its card, policies and, once loaded, its predictor."""
 
-    def __init__(self, card: ModelCard, model_dir: Path, policies: list[Any]) -> None:
+    def __init__(self, card: ModelCard, model_dir: Path, policies: list[Any], public_key: Path | None = None) -> None:
         self.card = card
         self.model_dir = model_dir
+        self.public_key = public_key
         self.raw_policies = policies
         self.state = State.LOADING
         self.error: str | None = None
@@ -66,19 +69,31 @@ class ServedModel:
         return self.loaded and not self.draining
 
     def load(self) -> None:
-        """Compile policies, check the manifest, load the flavor; record the outcome.
+        """Compile policies, verify the signature and files, load the flavor; record the outcome.
 
         Never raises: a failure leaves the model FAILED with `error` saying why.
         """
         began = time.perf_counter()
         try:
             self.policies = compile_policies(self.raw_policies, self.card)
-            verified = signing.check_manifest(self.model_dir)
+            if self.public_key is None:
+                raise signing.VerificationError(
+                    signing.PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"
+                )
+            tree = signing.verify_tree(self.model_dir, self.public_key)
             logger.info(
-                "verified manifest matches",
-                extra={"model": self.name, "manifestDigest": verified.manifest_digest},
+                "signature verified",
+                extra={
+                    "model": self.name,
+                    "manifestDigest": tree.verified.manifest_digest,
+                    "keyFingerprint": tree.verified.key_fingerprint,
+                },
             )
-            self.predictor = load_flavor(self.card, self.model_dir)
+            if parse_model_card(tree.read(MODEL_CARD), self.model_dir / MODEL_CARD) != self.card:
+                raise signing.VerificationError(
+                    signing.FILES_DIFFER, f"{MODEL_CARD} changed after the server read it", [MODEL_CARD]
+                )
+            self.predictor = load_flavor(self.card, tree)
         except Exception as err:  # any failure of user code or files must leave us FAILED, not dead
             self.error = f"{type(err).__name__}: {err}"
             self.state = State.FAILED

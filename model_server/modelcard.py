@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 MODEL_CARD = "model.yaml"
 FieldType = Literal["number", "integer", "string", "boolean"]
 _PYTHON_TYPES: dict[str, type] = {"number": float, "integer": int, "string": str, "boolean": bool}
 _DEFAULTS: dict[str, Any] = {"number": 0.0, "integer": 0, "string": "", "boolean": False}
+INT64 = (-(2**63), 2**63 - 1)  # what CEL, numpy and every runtime can hold
+FLOAT_MAX = 1.7976931348623157e308  # a finite double: 10**400 is refused by the schema, not the model
 
 
 class FieldSpec(BaseModel):
@@ -77,8 +79,21 @@ def load_model_card(model_dir: Path) -> ModelCard:
     """
     path = model_dir / MODEL_CARD
     try:
-        card = ModelCard.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError, ValidationError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelCardError(f"{path}: {err}") from err
+    return parse_model_card(data, path)
+
+
+def parse_model_card(data: bytes, path: Path) -> ModelCard:
+    """Validate the bytes of a model.yaml (`path` is only for messages).
+
+    Raises:
+        ModelCardError: not YAML, or fails validation.
+    """
+    try:
+        card = ModelCard.model_validate(yaml.safe_load(data))
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as err:
         raise ModelCardError(f"{path}: {err}") from err
     if card.flavor == "python" and card.entrypoint is None:
         raise ModelCardError(f"{path}: flavor 'python' needs entrypoint 'module:Class'")
@@ -92,14 +107,28 @@ def _annotation(spec: FieldSpec) -> Any:
     constraints: dict[str, Any] = {"description": spec.description or None}
     if spec.type in ("number", "integer"):
         constraints.update(ge=spec.minimum, le=spec.maximum)
+    if spec.type == "integer":
+        constraints["ge"] = max(INT64[0], int(-(-spec.minimum // 1))) if spec.minimum is not None else INT64[0]
+        constraints["le"] = min(INT64[1], int(spec.maximum // 1)) if spec.maximum is not None else INT64[1]
     if spec.type == "number":
         constraints["allow_inf_nan"] = False
+        constraints["ge"] = -FLOAT_MAX if spec.minimum is None else spec.minimum
+        constraints["le"] = FLOAT_MAX if spec.maximum is None else spec.maximum
     if spec.example is not None:
         constraints["examples"] = [spec.example]
     base: Any = _PYTHON_TYPES[spec.type]
+    if spec.type == "integer":  # JSON Schema's integer includes 3.0; strict mode alone refuses it
+        base = Annotated[int, BeforeValidator(_integral)]
     if spec.enum:
         base = Literal[tuple(spec.enum)]
     return (base, Field(..., **constraints))
+
+
+def _integral(value: Any) -> Any:
+    """An integer-valued float (`3.0`) as the int it is; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _row_model(name: str, fields: list[FieldSpec]) -> type[BaseModel]:

@@ -8,11 +8,14 @@ one prediction. Pure: no HTTP, no model loading.
 Expressions are transpiled to Python (cel-python's `CompiledRunner`, several times faster
 than its tree-walking interpreter). Its programs share module state while they run, so
 policies are evaluated from one thread only: the dry run before the model is ready, then
-the event loop.
+the data plane's policy thread (never the event loop), within a per-request deadline
+checked before every evaluation. A policy that cannot be evaluated on an input fails
+closed with `PolicyFailed` (422), naming the policy.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +25,7 @@ from celpy.celparser import CELParser
 from celpy.evaluation import TranspilerTree
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from model_server.errors import PolicyRejected, PredictionFailed
+from model_server.errors import PolicyFailed, PolicyRejected
 from model_server.modelcard import FieldSpec, ModelCard
 
 Row = dict[str, Any]
@@ -131,7 +134,7 @@ class CompiledPolicy:
     def matches(self, activation: dict[str, Any]) -> bool:
         result = self.when.evaluate(activation)
         if not isinstance(result, celtypes.BoolType):
-            raise PredictionFailed(f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool")
+            raise PolicyFailed(f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool")
         return bool(result)
 
     def act(self, activation: dict[str, Any], prediction: Row) -> Applied:
@@ -139,7 +142,7 @@ class CompiledPolicy:
 
         Raises:
             PolicyRejected: the action is `reject`.
-            PredictionFailed: an override expression gives a value the output cannot hold.
+            PolicyFailed: an override expression gives a value the output cannot hold.
         """
         spec = self.spec
         if spec.action == "reject":
@@ -150,7 +153,7 @@ class CompiledPolicy:
         if spec.action == "override":
             value = to_python(self.expression.evaluate(activation)) if self.expression else spec.value
             if not _fits(self.field, value):
-                raise PredictionFailed(
+                raise PolicyFailed(
                     f"policy {spec.name!r}: override value {value!r} is not a valid {self.field.name!r}"
                 )
         else:
@@ -209,24 +212,43 @@ class PolicySet:
     def names(self) -> list[str]:
         return [p.spec.name for p in self.policies]
 
-    def apply(self, row: Row, prediction: Row) -> list[Applied]:
+    def apply(self, row: Row, prediction: Row, deadline: float | None = None) -> list[Applied]:
         """Run every policy over one prediction, in order; later ones see earlier changes.
+
+        Args:
+            row: the validated input.
+            prediction: the output row, changed in place by override and clamp.
+            deadline: a `time.monotonic()` by which evaluation must be done.
 
         Raises:
             PolicyRejected: a `reject` policy matched.
-            PredictionFailed: a policy could not be evaluated (fail closed).
+            PolicyFailed: a policy could not be evaluated, or the deadline passed (fail closed);
+                `details["policy"]` names it.
         """
         if not self.policies:
             return []
-        activation = {"input": celpy.json_to_cel(row), "prediction": celpy.json_to_cel(prediction)}
         applied = []
-        for policy in self.policies:
-            try:
+        policy = self.policies[0]
+        try:
+            activation = {"input": celpy.json_to_cel(row), "prediction": celpy.json_to_cel(prediction)}
+            for policy in self.policies:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise PolicyFailed(
+                        f"policy {policy.spec.name!r} not evaluated: the policies ran out of policyTimeoutSeconds",
+                        policy=policy.spec.name,
+                    )
                 if policy.matches(activation):
                     applied.append(policy.act(activation, prediction))
                     activation["prediction"] = celpy.json_to_cel(prediction)
-            except celpy.CELEvalError as err:
-                raise PredictionFailed(f"policy {policy.spec.name!r} failed: {describe(err)}") from err
+        except celpy.CELEvalError as err:
+            raise PolicyFailed(f"policy {policy.spec.name!r} failed: {describe(err)}", policy=policy.spec.name) from err
+        except PolicyFailed as err:
+            err.details.setdefault("policy", policy.spec.name)
+            raise
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as err:  # a value CEL cannot hold
+            raise PolicyFailed(
+                f"policy {policy.spec.name!r} failed: {type(err).__name__}: {err}", policy=policy.spec.name
+            ) from err
         return applied
 
 

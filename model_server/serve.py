@@ -53,16 +53,24 @@ class DrainingServer(uvicorn.Server):
 @click.option(
     "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="server.yaml"
 )
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM EC public key MODEL_DIR/model.sig must verify with before anything loads (or publicKey in server.yaml).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
-def serve(model_dir: Path, config_file: Path | None, host: str, port: int, log_level: str) -> None:
+def serve(
+    model_dir: Path, config_file: Path | None, public_key: Path | None, host: str, port: int, log_level: str
+) -> None:
     """Serve the model in MODEL_DIR (a verified parameters directory with model.yaml)."""
     logs.configure(getattr(logging, log_level.upper()))
     try:
-        settings = load_settings(model_dir, config_file)
+        settings = load_settings(model_dir, config_file, public_key)
         app = create_app(settings)
     except (SettingsError, ModelCardError) as err:
         raise click.ClickException(str(err)) from err

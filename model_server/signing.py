@@ -2,9 +2,19 @@
 
 This is the only module that imports `model_signing`; the CLI, the init
 container (`fetch`) and the model server all go through it. It owns the
-mapping from `model_signing`'s failures to a `VerificationError` whose
-`reason` is a CamelCase constant and whose `files` name what differs. It does
-no network I/O and never loads a parameters file.
+reason codes of every refusal (CamelCase constants below, surfaced in the
+ModelDeployment's status), and classifies `model_signing`'s failures by
+exception type and by its own checks, never by message text. It does no
+network I/O and never loads a parameters file.
+
+What a verification vouches for (`verify_tree`): the bundle is a key-method
+OpenSSF Model Signing bundle whose DSSE signature verifies with the trusted
+EC public key; every regular file of the tree is listed in the signed
+manifest (nothing is ignored except `UNSIGNED` at the top level, whatever
+ignore paths the signature records) and none is missing; no symlink or
+special file exists. `VerifiedTree.read(name)` then returns a signed file's
+bytes only after hashing exactly those bytes against the signed digest, so
+what a flavor loads is what was signed, even if the file changes later.
 
 Exceptions:
 
@@ -18,33 +28,46 @@ import binascii
 import contextlib
 import hashlib
 import json
+import os
+import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import blake3
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import hashing, signing, verifying
 
 SIGNATURE = "model.sig"
-VERIFIED_MANIFEST = "verified-manifest.json"
-UNSIGNED = (SIGNATURE, VERIFIED_MANIFEST)
+VERIFIED_MANIFEST = "verified-manifest.json"  # written by earlier fetch versions; never signed, never trusted
+FETCH_MARKER = ".modeldeploy-fetch.json"  # what fetch installed (see fetch.py); never signed, never trusted
+UNSIGNED = (SIGNATURE, VERIFIED_MANIFEST, FETCH_MARKER)
+MAX_SIGNATURE_BYTES = 16 << 20
+SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+HASH_TYPES = ("sha256", "blake2", "blake3")
+BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
+IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 
-# Reasons (CamelCase, surfaced in the ModelDeployment's status).
+# Reasons (CamelCase, surfaced in the ModelDeployment's status): the one list of them.
 SIGNATURE_VALID = "SignatureValid"
 SIGNATURE_MISSING = "SignatureMissing"
 SIGNATURE_MALFORMED = "SignatureMalformed"
 SIGNATURE_INVALID = "SignatureInvalid"
+UNSUPPORTED_SIGNATURE = "UnsupportedSignature"
 KEY_MISMATCH = "KeyMismatch"
 PUBLIC_KEY_INVALID = "PublicKeyInvalid"
+PRIVATE_KEY_INVALID = "PrivateKeyInvalid"
 FILES_DIFFER = "FilesDiffer"
-MANIFEST_MISSING = "ManifestMissing"
+FILE_NOT_SIGNED = "FileNotSigned"
 DIGEST_MISMATCH = "DigestMismatch"
 SOURCE_NOT_FOUND = "SourceNotFound"
 SOURCE_INVALID = "SourceInvalid"
 DOWNLOAD_FAILED = "DownloadFailed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
 UNSAFE_ARCHIVE = "UnsafeArchive"
 UNSAFE_FILE = "UnsafeFile"
 TOO_LARGE = "TooLarge"
@@ -75,15 +98,6 @@ class VerifiedModel:
     files: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Statement:
-    """The signed in-toto statement, read from a bundle (authentic only once verified)."""
-
-    root_digest: str
-    files: dict[str, str]
-    serialization: dict[str, Any]
-
-
 def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
     """A new EC private key on `curve` (`p256` or `p384`)."""
     return ec.generate_private_key(CURVES[curve])
@@ -108,18 +122,57 @@ def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     return f"sha256:{hashlib.sha256(der).hexdigest()}"
 
 
+def _key_kind(key: object) -> str:
+    return type(key).__name__.removeprefix("_").replace("PublicKey", "").replace("PrivateKey", "") or "unknown"
+
+
+def _check_curve(key: ec.EllipticCurvePublicKey, what: str, reason: str) -> None:
+    if key.curve.name not in SUPPORTED_CURVES:
+        raise VerificationError(
+            reason, f"{what} is on curve {key.curve.name}; supported curves: {', '.join(SUPPORTED_CURVES)}"
+        )
+
+
 def load_public_key(path: str | Path) -> ec.EllipticCurvePublicKey:
-    """Read a PEM EC public key.
+    """Read a PEM EC public key on a curve OpenSSF Model Signing supports.
 
     Raises:
-        VerificationError: `PublicKeyInvalid` when it is missing, not PEM or not EC.
+        VerificationError: `PublicKeyInvalid` when it is missing, not PEM, not EC, or on
+            another curve than P-256, P-384 or P-521.
     """
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError, UnsupportedAlgorithm) as err:
         raise VerificationError(PUBLIC_KEY_INVALID, f"cannot read public key {path}: {err}") from err
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise VerificationError(PUBLIC_KEY_INVALID, f"public key {path} is not an elliptic-curve key")
+        raise VerificationError(
+            PUBLIC_KEY_INVALID, f"public key {path} is an {_key_kind(key)} key, not an elliptic-curve (EC) key"
+        )
+    _check_curve(key, f"public key {path}", PUBLIC_KEY_INVALID)
+    return key
+
+
+def load_private_key(path: str | Path, password: str | None = None) -> ec.EllipticCurvePrivateKey:
+    """Read a PEM EC private key (decrypting it with `password`).
+
+    Raises:
+        VerificationError: `PrivateKeyInvalid`: unreadable, wrong or missing password, not EC,
+            or an unsupported curve.
+    """
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password.encode() if password else None)
+    except TypeError as err:  # a password for an unencrypted key, or none for an encrypted one
+        needs = "needs a password" if password is None else "is not encrypted; give no password"
+        raise VerificationError(PRIVATE_KEY_INVALID, f"private key {path} {needs}") from err
+    except (OSError, ValueError, UnsupportedAlgorithm) as err:
+        raise VerificationError(
+            PRIVATE_KEY_INVALID, f"cannot read private key {path} (not PEM, or a wrong password)"
+        ) from err
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise VerificationError(
+            PRIVATE_KEY_INVALID, f"private key {path} is an {_key_kind(key)} key, not an elliptic-curve (EC) key"
+        )
+    _check_curve(key.public_key(), f"private key {path}", PRIVATE_KEY_INVALID)
     return key
 
 
@@ -129,7 +182,7 @@ def sign(
     signature_path: str | Path | None = None,
     password: str | None = None,
 ) -> Path:
-    """Sign every file of `model_dir` except the signature and the verified manifest.
+    """Sign every file of `model_dir` except the `UNSIGNED` names and the signature itself.
 
     Args:
         model_dir: the parameters directory.
@@ -139,15 +192,73 @@ def sign(
 
     Returns:
         The path of the written signature bundle.
+
+    Raises:
+        VerificationError: `PrivateKeyInvalid`, or `UnsafeFile` for a symlink or special file.
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
-    hashing_config = hashing.Config().set_ignored_paths(paths=_ignored(model_dir, signature), ignore_git_paths=False)
+    load_private_key(private_key_path, password)
+    ignored = _ignored(model_dir, signature)
+    _tree_files(model_dir, ignored)  # refuse links and special files with a reason
+    hashing_config = hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=False)
     signing.Config().use_elliptic_key_signer(
         private_key=private_key_path,
         password=password.encode() if password else None,  # type: ignore[arg-type]
     ).set_hashing_config(hashing_config).sign(model_dir, signature)
     return signature
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A bundle's in-toto statement and key hint (authentic only once the signature verified)."""
+
+    root_digest: str
+    files: dict[str, str]
+    serialization: dict[str, Any]
+    key_hint: str
+
+    @property
+    def names(self) -> set[str]:
+        """The signed file names (shard identifiers `name:start:end` reduced to `name`)."""
+        if self.serialization["method"] == "shards":
+            return {identifier.rsplit(":", 2)[0] for identifier in self.files}
+        return set(self.files)
+
+
+class VerifiedTree:
+    """A parameters directory whose signature verified: read signed files as verified bytes."""
+
+    def __init__(self, root: Path, verified: VerifiedModel, statement: _Statement) -> None:
+        self.root = root
+        self.verified = verified
+        self._statement = statement
+        self._names = statement.names
+
+    @property
+    def names(self) -> list[str]:
+        """Every signed file name, sorted."""
+        return sorted(self._names)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the signed file `name`, hashed in memory against the signed digest.
+
+        Raises:
+            VerificationError: `UnsafeFile` (absolute, `..`, or through a symlink),
+                `FileNotSigned` (not in the signed manifest), `FilesDiffer` (changed since).
+        """
+        relative = _signed_name(name)
+        if relative not in self._names:
+            raise VerificationError(FILE_NOT_SIGNED, f"{name!r} is not a file of the signed manifest", [name])
+        data = _read_beneath(self.root, relative)
+        signed = self._statement.files
+        if self._statement.serialization["method"] == "files":
+            expected = {relative: signed[relative]}
+        else:
+            expected = {k: v for k, v in signed.items() if k.rsplit(":", 2)[0] == relative}
+        if _digests(relative, data, self._statement.serialization) != expected:
+            raise VerificationError(FILES_DIFFER, f"{relative} changed after it was verified", [relative])
+        return data
 
 
 def verify(
@@ -157,100 +268,80 @@ def verify(
 ) -> VerifiedModel:
     """Check the signature with the public key, then every file against the signed manifest.
 
+    See `verify_tree`; this returns only what was verified.
+    """
+    return verify_tree(model_dir, public_key_path, signature_path).verified
+
+
+def verify_tree(
+    model_dir: str | Path,
+    public_key_path: str | Path,
+    signature_path: str | Path | None = None,
+) -> VerifiedTree:
+    """Verify `model_dir` against its signature made by the trusted key (see the module docstring).
+
     Args:
         model_dir: the parameters directory.
         public_key_path: PEM EC public key the signature must verify with.
         signature_path: the bundle; default `model_dir/model.sig`.
 
     Returns:
-        The key fingerprint, the manifest's root digest and the signed file digests.
+        The verified tree: key fingerprint, manifest digest, signed digests, and `read()`.
 
     Raises:
-        VerificationError: `SignatureMissing`, `SignatureMalformed`, `SignatureInvalid`,
-            `KeyMismatch`, `PublicKeyInvalid` or `FilesDiffer` (with the file names).
+        VerificationError: `SignatureMissing`, `SignatureMalformed`, `UnsupportedSignature`,
+            `SignatureInvalid`, `KeyMismatch`, `PublicKeyInvalid` or `FilesDiffer` (with the file names).
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
     key = load_public_key(public_key_path)
-    if not signature.is_file():
-        raise VerificationError(SIGNATURE_MISSING, f"no signature at {signature}")
-    statement = _read_statement(signature)
-    hashing_config = _hashing_config(statement.serialization, _ignored(model_dir, signature))
-    config = verifying.Config().use_elliptic_key_verifier(public_key=public_key_path)
-    try:
-        config.set_hashing_config(hashing_config).verify(model_dir, signature)
-    except InvalidSignature as err:
+    data = _read_signature(signature)
+    statement = _parse_bundle(data, signature.name)
+    if statement.key_hint and statement.key_hint != hashlib.sha256(public_key_pem(key)).hexdigest():
         raise VerificationError(
-            SIGNATURE_INVALID, f"the signature does not verify with the trusted key {fingerprint(key)}"
-        ) from err
-    except ValueError as err:
-        text = str(err)
-        if text.startswith("Key mismatch"):
+            KEY_MISMATCH, f"the signature was made by another key than the trusted key {fingerprint(key)}"
+        )
+    ignored = _ignored(model_dir, signature)
+    own_config = _hashing_config(statement.serialization, ignored)
+    present = _tree_files(model_dir, ignored)
+    if statement.serialization["method"] == "shards":  # an empty file has no shard to sign
+        present = {name for name in present if (model_dir / name).stat().st_size}
+    if present != statement.names:  # extra (even if the signature ignores it) or missing
+        raise _files_differ(statement.files, _hash(model_dir, own_config), "signed manifest")
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-verify-") as private:
+        # upstream reads the bundle itself: give it the very bytes parsed above
+        copy = Path(private, SIGNATURE)
+        copy.write_bytes(data)
+        config = verifying.Config().use_elliptic_key_verifier(public_key=public_key_path)
+        try:
+            config.set_hashing_config(own_config).verify(model_dir, copy)
+        except InvalidSignature as err:
             raise VerificationError(
-                KEY_MISMATCH, f"the signature was made by another key than the trusted key {fingerprint(key)}"
+                SIGNATURE_INVALID, f"the signature does not verify with the trusted key {fingerprint(key)}"
             ) from err
-        if text.startswith("Signature mismatch"):
-            raise _files_differ(statement.files, _hash(model_dir, hashing_config), "signed manifest") from err
-        if text.startswith("Cannot use"):  # a symlink or special file in the tree
-            raise VerificationError(FILES_DIFFER, text) from err
-        raise VerificationError(SIGNATURE_MALFORMED, f"the signature is not valid: {text}") from err
-    return VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files)
-
-
-def write_verified_manifest(model_dir: str | Path, verified: VerifiedModel, serialization_args: dict[str, Any]) -> Path:
-    """Record what was verified next to the parameters, for `check_manifest`."""
-    path = Path(model_dir) / VERIFIED_MANIFEST
-    document = {
-        "keyFingerprint": verified.key_fingerprint,
-        "manifestDigest": verified.manifest_digest,
-        "serialization": serialization_args,
-        "files": verified.files,
-    }
-    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    return path
+        except VerificationError:  # fetch's deadline, raised from a signal handler
+            raise
+        except Exception as err:  # classified by our own checks below, not by upstream's wording
+            actual = _hash(model_dir, own_config)
+            if actual != statement.files:
+                raise _files_differ(statement.files, actual, "signed manifest") from err
+            raise VerificationError(
+                SIGNATURE_MALFORMED, f"the signature bundle was refused by model_signing ({type(err).__name__})"
+            ) from err
+    verified = VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files)
+    return VerifiedTree(model_dir, verified, statement)
 
 
 def seal(model_dir: str | Path, private_key_path: str | Path, public_key_path: str | Path) -> VerifiedModel:
-    """Sign MODEL_DIR, verify it and record the verified manifest in place: what `fetch` leaves.
-
-    For serving a local directory (tests, benchmarks) without a fetch step.
-    """
+    """Sign MODEL_DIR and verify it in place: a servable directory without a fetch step (tests, benchmarks)."""
     signature = sign(model_dir, private_key_path)
-    verified = verify(model_dir, public_key_path, signature)
-    write_verified_manifest(model_dir, verified, signed_serialization(signature))
-    return verified
-
-
-def signed_serialization(signature_path: str | Path) -> dict[str, Any]:
-    """The hashing parameters recorded in a signature bundle (not authenticated)."""
-    return _read_statement(Path(signature_path)).serialization
+    return verify(model_dir, public_key_path, signature)
 
 
 def signed_digest(signature_path: str | Path) -> str:
     """`sha256:<root digest>` of the manifest in a signature bundle (not authenticated)."""
-    return f"sha256:{_read_statement(Path(signature_path)).root_digest}"
-
-
-def check_manifest(model_dir: str | Path) -> VerifiedModel:
-    """Re-hash `model_dir` against its verified manifest (the server calls this before loading).
-
-    Raises:
-        VerificationError: `ManifestMissing` when there is no readable verified manifest,
-            `FilesDiffer` when a file differs, is missing or is extra.
-    """
-    model_dir = Path(model_dir)
-    path = model_dir / VERIFIED_MANIFEST
-    try:
-        document = json.loads(path.read_text())
-        files = {str(name): str(digest) for name, digest in document["files"].items()}
-        verified = VerifiedModel(str(document["keyFingerprint"]), str(document["manifestDigest"]), files)
-        serialization_args = dict(document["serialization"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise VerificationError(MANIFEST_MISSING, f"no readable {VERIFIED_MANIFEST} in {model_dir}: {err}") from err
-    actual = _hash(model_dir, _hashing_config(serialization_args, UNSIGNED))
-    if actual != files:
-        raise _files_differ(files, actual, "verified manifest")
-    return verified
+    path = Path(signature_path)
+    return f"sha256:{_parse_bundle(_read_signature(path), path.name).root_digest}"
 
 
 def _ignored(model_dir: Path, signature: Path) -> list[str]:
@@ -261,41 +352,202 @@ def _ignored(model_dir: Path, signature: Path) -> list[str]:
     return ignored
 
 
-def _read_statement(signature: Path) -> _Statement:
-    """Parse the in-toto statement inside a bundle, without checking the signature."""
+def _read_signature(signature: Path) -> bytes:
     try:
-        bundle = json.loads(signature.read_bytes())
-        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"], validate=True))
-        predicate = statement["predicate"]
-        files = {str(r["name"]): str(r["digest"]) for r in predicate["resources"]}
-        return _Statement(str(statement["subject"][0]["digest"]["sha256"]), files, dict(predicate["serialization"]))
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error) as err:
+        with signature.open("rb") as src:
+            data = src.read(MAX_SIGNATURE_BYTES + 1)
+    except FileNotFoundError as err:
+        raise VerificationError(SIGNATURE_MISSING, f"no signature at {signature}") from err
+    except OSError as err:
+        raise VerificationError(SIGNATURE_MISSING, f"cannot read the signature {signature}: {err.strerror}") from err
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise VerificationError(SIGNATURE_MALFORMED, f"{signature.name} is larger than {MAX_SIGNATURE_BYTES} bytes")
+    return data
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise VerificationError(SIGNATURE_MALFORMED, f"{what} is missing or not an object")
+    return value
+
+
+def _parse_bundle(data: bytes, name: str) -> _Statement:
+    """Check a bundle's structure and read its statement, without checking the signature.
+
+    Raises:
+        VerificationError: `SignatureMalformed` (not a bundle), `UnsupportedSignature`
+            (a bundle of a kind this deployment does not verify).
+    """
+    try:
+        bundle = _object(json.loads(data), name)
+        envelope = bundle.get("dsseEnvelope")
+        material = bundle.get("verificationMaterial")
+        if not str(bundle.get("mediaType", "")).startswith(BUNDLE_MEDIA_PREFIX):
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name} is not a Sigstore bundle (mediaType)")
+        if material is None:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name} has no verificationMaterial")
+        material = _object(material, f"{name}: verificationMaterial")
+        if "publicKey" not in material:
+            kinds = sorted(k for k in material if k != "tlogEntries") or ["nothing"]
+            raise VerificationError(
+                UNSUPPORTED_SIGNATURE,
+                f"{name} is signed with {', '.join(kinds)}, not a public key; only key-method signatures "
+                "(model_signing sign key / modeldeploy sign) are verified",
+            )
+        hint = str(_object(material["publicKey"], f"{name}: publicKey").get("hint", ""))
+        if envelope is None:
+            raise VerificationError(
+                UNSUPPORTED_SIGNATURE, f"{name} has no DSSE envelope (messageSignature bundles are not supported)"
+            )
+        envelope = _object(envelope, f"{name}: dsseEnvelope")
+        signatures = envelope.get("signatures")
+        if not isinstance(signatures, list) or not signatures:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name} has no signatures")
+        if len(signatures) > 1:
+            raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name} has {len(signatures)} signatures; expected one")
+        if envelope.get("payloadType") != IN_TOTO_PAYLOAD:
+            raise VerificationError(
+                UNSUPPORTED_SIGNATURE, f"{name}: payload type {envelope.get('payloadType')!r} is not in-toto"
+            )
+        statement = _object(json.loads(base64.b64decode(str(envelope["payload"]), validate=True)), f"{name}: statement")
+        predicate = _object(statement["predicate"], f"{name}: predicate")
+        serialization_args = _object(predicate["serialization"], f"{name}: serialization")
+        files = {}
+        for resource in predicate["resources"]:
+            files[str(resource["name"])] = str(resource["digest"])
+        root = str(statement["subject"][0]["digest"]["sha256"])
+    except VerificationError:
+        raise
+    except RecursionError as err:
+        raise VerificationError(SIGNATURE_MALFORMED, f"{name} is nested too deeply to be a bundle") from err
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error) as err:
         raise VerificationError(
-            SIGNATURE_MALFORMED, f"{signature.name} is not an OpenSSF Model Signing bundle: {err!r}"
+            SIGNATURE_MALFORMED, f"{name} is not an OpenSSF Model Signing bundle ({type(err).__name__}: {err})"
         ) from err
+    method, hash_type = serialization_args.get("method"), serialization_args.get("hash_type")
+    if method not in ("files", "shards"):
+        raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported serialization method {method!r}")
+    if hash_type not in HASH_TYPES or (method == "shards" and hash_type == "blake3"):
+        raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported hash type {hash_type!r}")
+    if method == "shards":  # a JSON number: upstream writes 100000.0
+        shard_size = serialization_args.get("shard_size")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or shard_size < 1:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
+        if int(shard_size) != shard_size:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
+        serialization_args = {**serialization_args, "shard_size": int(shard_size)}
+    statement_ = _Statement(root, files, serialization_args, hint)
+    for signed in statement_.names:
+        try:
+            if _signed_name(signed) != signed:
+                raise ValueError(signed)
+        except (ValueError, VerificationError) as err:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name} names an unsafe path {signed!r}") from err
+    return statement_
 
 
 def _hashing_config(serialization_args: dict[str, Any], ignored: Iterable[str]) -> hashing.Config:
-    """The hashing configuration a signature was made with, plus our unsigned paths."""
-    method = serialization_args.get("method")
-    algorithm = serialization_args.get("hash_type", "sha256")
+    """The hashing configuration a signature was made with, ignoring only our unsigned paths."""
+    algorithm = serialization_args["hash_type"]
     config = hashing.Config()
-    if method == "files":
+    if serialization_args["method"] == "files":
         config.use_file_serialization(hashing_algorithm=algorithm)
-    elif method == "shards":
-        config.use_shard_serialization(hashing_algorithm=algorithm, shard_size=int(serialization_args["shard_size"]))
     else:
-        raise VerificationError(SIGNATURE_MALFORMED, f"unsupported serialization method {method!r}")
-    extra = [str(p) for p in serialization_args.get("ignore_paths", [])]
-    return config.set_ignored_paths(paths=[*ignored, *extra], ignore_git_paths=False)
+        config.use_shard_serialization(hashing_algorithm=algorithm, shard_size=int(serialization_args["shard_size"]))
+    return config.set_ignored_paths(paths=list(ignored), ignore_git_paths=False)
+
+
+def _tree_files(model_dir: Path, ignored: Iterable[str]) -> set[str]:
+    """Every regular file under `model_dir` (posix, relative) except the `ignored` ones.
+
+    Raises:
+        VerificationError: `FilesDiffer` for a symlink or special file, naming it.
+    """
+    skip = set(ignored)
+    found: set[str] = set()
+    if not model_dir.is_dir():
+        raise VerificationError(FILES_DIFFER, f"{model_dir} is not a directory")
+    for directory, dirs, files in os.walk(model_dir):
+        for entry in [*dirs, *files]:
+            path = Path(directory, entry)
+            relative = path.relative_to(model_dir).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise VerificationError(FILES_DIFFER, f"{relative} is a symlink; links are never signed", [relative])
+            if stat.S_ISREG(mode):
+                if relative not in skip:
+                    found.add(relative)
+            elif not stat.S_ISDIR(mode):
+                raise VerificationError(FILES_DIFFER, f"{relative} is a special file", [relative])
+    return found
+
+
+def _signed_name(name: str) -> str:
+    """`name` as a manifest name: relative, posix, no `..`; a backslash is an ordinary character.
+
+    Raises:
+        VerificationError: `UnsafeFile` for an absolute path, `..`, or an empty name.
+    """
+    parts = [part for part in PurePosixPath(name).parts if part not in ("", ".")]
+    if not name or name.startswith("/") or not parts or ".." in parts or "\0" in name:
+        raise VerificationError(UNSAFE_FILE, f"{name!r} is not a path inside the parameters directory", [name])
+    return "/".join(parts)
+
+
+def _read_beneath(root: Path, relative: str) -> bytes:
+    """Read `root/relative` without following a symlink anywhere below `root`."""
+    parts = relative.split("/")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as err:
+                raise VerificationError(
+                    UNSAFE_FILE, f"{relative}: {part} is not a directory inside the tree", [relative]
+                ) from err
+            os.close(fd)
+            fd = child
+        try:
+            leaf = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as err:
+            raise VerificationError(
+                UNSAFE_FILE, f"{relative} is not a regular file inside the tree (symlink?)", [relative]
+            ) from err
+    finally:
+        os.close(fd)
+    with os.fdopen(leaf, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise VerificationError(UNSAFE_FILE, f"{relative} is not a regular file", [relative])
+        return src.read()
+
+
+def _digest(hash_type: str, data: bytes | memoryview) -> str:
+    if hash_type == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    if hash_type == "blake2":
+        return hashlib.blake2b(data).hexdigest()
+    return str(blake3.blake3(data).hexdigest())
+
+
+def _digests(name: str, data: bytes, serialization_args: dict[str, Any]) -> dict[str, str]:
+    """The manifest entries of one file's bytes, as the signature's serialization computes them."""
+    hash_type = serialization_args["hash_type"]
+    if serialization_args["method"] == "files":
+        return {name: _digest(hash_type, data)}
+    size = int(serialization_args["shard_size"])
+    view = memoryview(data)
+    starts = range(0, len(data), size)
+    return {f"{name}:{s}:{min(s + size, len(data))}": _digest(hash_type, view[s : s + size]) for s in starts}
 
 
 def _hash(model_dir: Path, config: hashing.Config) -> dict[str, str]:
     """Relative path (or shard) -> hex digest of what is in `model_dir` now."""
     try:
         manifest = config.hash(model_dir)
-    except ValueError as err:  # a symlink, a socket, ...
-        raise VerificationError(FILES_DIFFER, str(err)) from err
+    except ValueError as err:  # a symlink, a socket, ... (our own walk names them first)
+        raise VerificationError(FILES_DIFFER, f"the tree cannot be hashed ({type(err).__name__})") from err
     return {rd.identifier: rd.digest.digest_hex for rd in manifest.resource_descriptors()}
 
 

@@ -1,7 +1,8 @@
 """Where parameters come from: a local path (a mounted PVC), HTTP(S) or S3.
 
-Each transport copies bytes into a staging area under a shared size budget and
-raises `VerificationError` (`SourceNotFound`, `DownloadFailed`, `TooLarge`,
+Each transport copies bytes into a staging area under a shared size budget, which also
+carries the fetch's overall deadline (checked on every chunk received), and raises
+`VerificationError` (`SourceNotFound`, `DownloadFailed`, `DeadlineExceeded`, `TooLarge`,
 `UnsafeFile`, `SourceInvalid`). Nothing here verifies or unpacks; `fetch` does.
 
 S3 uses the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from model_server.signing import (
+    DEADLINE_EXCEEDED,
     DOWNLOAD_FAILED,
     SOURCE_INVALID,
     SOURCE_NOT_FOUND,
@@ -40,23 +42,55 @@ class Settings:
     """Limits for one fetch."""
 
     max_bytes: int = 20 << 30
-    timeout: float = 30.0
+    max_expansion: float = 100.0  # unpacked bytes per archive byte
+    timeout: float = 30.0  # per network operation
+    deadline: float = 600.0  # the whole fetch: download, unpack, verify
     retries: int = 3
     backoff: float = 0.5
 
 
-class Budget:
-    """Bytes written so far against `max_bytes`, shared by everything one fetch writes."""
+def deadline_after(seconds: float) -> float:
+    """The monotonic time `seconds` from now."""
+    return time.monotonic() + seconds
 
-    def __init__(self, max_bytes: int) -> None:
+
+class Budget:
+    """Bytes written so far against `max_bytes`, shared by everything one fetch writes.
+
+    A child budget (`limited`) counts against its own limit and its parent's; every
+    `take` also checks the fetch's deadline.
+    """
+
+    def __init__(
+        self, max_bytes: int, deadline: float | None = None, parent: Budget | None = None, limit: str = "the size limit"
+    ) -> None:
         self.max_bytes = max_bytes
         self.used = 0
+        self.deadline = deadline
+        self.parent = parent
+        self.limit = limit
+
+    def limited(self, max_bytes: int, limit: str) -> Budget:
+        """A budget for part of the fetch with a tighter limit of its own."""
+        return Budget(max_bytes, self.deadline, self, limit)
+
+    def remaining_seconds(self) -> float:
+        """Seconds left before the deadline (raises `DeadlineExceeded` when none are)."""
+        if self.deadline is None:
+            return float("inf")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise VerificationError(DEADLINE_EXCEEDED, "fetch did not finish within its deadline")
+        return left
 
     def take(self, size: int, what: str) -> None:
         """Account for `size` more bytes of `what`; raise `TooLarge` past the limit."""
+        self.remaining_seconds()
         self.used += size
         if self.used > self.max_bytes:
-            raise VerificationError(TOO_LARGE, f"{what} exceeds the size limit of {self.max_bytes} bytes")
+            raise VerificationError(TOO_LARGE, f"{what} exceeds {self.limit} of {self.max_bytes} bytes")
+        if self.parent is not None:
+            self.parent.take(size, what)
 
 
 def write_chunks(chunks: Iterable[bytes], target: Path, budget: Budget, what: str) -> None:
@@ -69,12 +103,13 @@ def write_chunks(chunks: Iterable[bytes], target: Path, budget: Budget, what: st
 
 
 def safe_relative(name: str) -> PurePosixPath:
-    """`name` as a relative path that cannot leave its root.
+    """`name` as a relative path that cannot leave its root (a backslash is an ordinary
+    character, as in a directory source and in the signed manifest).
 
     Raises:
         ValueError: absolute, empty, or containing `..`.
     """
-    path = PurePosixPath(name.replace("\\", "/"))
+    path = PurePosixPath(name)
     parts = [part for part in path.parts if part not in ("", ".")]
     if path.is_absolute() or not parts or ".." in parts or "\0" in name:
         raise ValueError(f"unsafe path {name!r}")
@@ -171,12 +206,13 @@ def _http_get(url: str, target: Path, budget: Budget, settings: Settings) -> Pat
     problem = "no attempt"
     for attempt in range(settings.retries + 1):
         if attempt:
-            time.sleep(settings.backoff * 2 ** (attempt - 1))
+            time.sleep(min(settings.backoff * 2 ** (attempt - 1), budget.remaining_seconds()))
         mark = budget.used
         target.unlink(missing_ok=True)
+        timeout = min(settings.timeout, budget.remaining_seconds())
         try:
             with (
-                httpx.Client(timeout=settings.timeout, follow_redirects=True) as client,
+                httpx.Client(timeout=timeout, follow_redirects=True) as client,
                 client.stream("GET", url) as response,
             ):
                 if response.status_code == 404:
@@ -193,9 +229,10 @@ def _http_get(url: str, target: Path, budget: Budget, settings: Settings) -> Pat
                     raise VerificationError(
                         TOO_LARGE, f"{shown} is {length} bytes, over the size limit of {budget.max_bytes} bytes"
                     )
-                write_chunks(response.iter_bytes(CHUNK), target, budget, shown)
+                write_chunks(response.iter_bytes(), target, budget, shown)  # each piece as it arrives
                 return target
         except httpx.TransportError as err:
+            budget.remaining_seconds()
             budget.used = mark
             problem = f"{type(err).__name__}: {err}"
     raise VerificationError(DOWNLOAD_FAILED, f"{shown}: {problem} (after {settings.retries + 1} attempts)")
@@ -253,7 +290,7 @@ class _S3:
                     TOO_LARGE,
                     f"{uri} is {response['ContentLength']} bytes, over the size limit of {budget.max_bytes} bytes",
                 )
-            write_chunks(response["Body"].iter_chunks(CHUNK), target, budget, uri)
+            write_chunks(response["Body"].iter_chunks(1 << 16), target, budget, uri)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             reason = SOURCE_NOT_FOUND if code in ("NoSuchKey", "404", "NoSuchBucket") else DOWNLOAD_FAILED

@@ -136,8 +136,8 @@ def signing_story() -> int:
             good = pod / "model"
             show_record(attempt(f"{url}/iris-1.0.0.tar.gz", good, public), good)
 
-            step("The model server re-checks the verified manifest before loading")
-            console.print(f"  [green]✓[/] check_manifest: {len(signing.check_manifest(good).files)} files match")
+            step("The model server verifies model.sig again (trusted key) before loading")
+            console.print(f"  [green]✓[/] verify: {len(signing.verify(good, public).files)} signed files match")
 
             step("A tampered copy (one byte of model.joblib flipped, same signature)")
             tampered_dest = pod / "tampered"
@@ -152,7 +152,7 @@ def signing_story() -> int:
         step("Tampering after install: the server refuses to load")
         (good / "model.joblib").write_bytes(bytes(joblib_bytes))
         try:
-            signing.check_manifest(good)
+            signing.verify(good, public)
             console.print("  [red]tampering after install went unnoticed[/]")
             return 1
         except VerificationError as err:

@@ -1,17 +1,20 @@
 """Model flavors: how a verified parameters directory becomes a `Predictor`.
 
-Each flavor module has `load(card, model_dir) -> Predictor`. A predictor maps a batch of
+Each flavor module has `load(card, tree) -> Predictor`, where `tree` is the
+`signing.VerifiedTree` of the parameters: a flavor reads what it loads only through
+`tree.read(name)`, which returns a signed file's bytes after hashing them (never a path
+outside the signed manifest, never through a symlink). A predictor maps a batch of
 validated input rows to output rows; it is called from a worker thread, never on the
-event loop. Loading happens only after `model.py` has re-checked the verified manifest.
+event loop.
 """
 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any, Protocol
 
 from model_server.modelcard import ModelCard
+from model_server.signing import VerifiedTree
 
 Row = dict[str, Any]
 
@@ -22,10 +25,10 @@ class Predictor(Protocol):
     def predict(self, rows: list[Row]) -> list[Row]: ...
 
 
-def load(card: ModelCard, model_dir: Path) -> Predictor:
-    """Load the model of `card` from `model_dir` with its flavor's loader."""
+def load(card: ModelCard, tree: VerifiedTree) -> Predictor:
+    """Load the model of `card` from the verified `tree` with its flavor's loader."""
     flavor = importlib.import_module(f"model_server.flavors.{card.flavor}_flavor")
-    predictor: Predictor = flavor.load(card, model_dir)
+    predictor: Predictor = flavor.load(card, tree)
     return predictor
 
 

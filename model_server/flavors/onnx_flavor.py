@@ -7,13 +7,12 @@ match the card's, otherwise the graph's first outputs fill the card's outputs in
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
 from model_server.flavors import Row, columns_to_rows
 from model_server.modelcard import ModelCard
+from model_server.signing import VerifiedTree
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -50,11 +49,12 @@ class OnnxPredictor:
         return columns_to_rows(self.card, [np.asarray(r).reshape(len(rows), -1)[:, 0].tolist() for r in results])
 
 
-def load(card: ModelCard, model_dir: Path) -> OnnxPredictor:
+def load(card: ModelCard, tree: VerifiedTree) -> OnnxPredictor:
+    """The graph from the artifact's verified bytes (a graph with external data files does not load)."""
     assert card.artifact is not None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_dir / card.artifact), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(tree.read(card.artifact), options, providers=["CPUExecutionProvider"])
     if len(session.get_inputs()) != 1:
         raise ValueError(f"{card.artifact}: expected one input tensor, found {len(session.get_inputs())}")
     return OnnxPredictor(card, session)

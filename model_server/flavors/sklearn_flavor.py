@@ -1,11 +1,12 @@
 """The `sklearn` flavor: a joblib/pickle estimator with `predict(X)`.
 
-Unpickling runs code, so this loader is only called after the verified manifest matched.
+Unpickling runs code, so the estimator is unpickled from the verified bytes of the
+artifact (`VerifiedTree.read`), never from a path.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Any
 
 import joblib
@@ -13,6 +14,7 @@ import numpy as np
 
 from model_server.flavors import Row, columns_to_rows
 from model_server.modelcard import ModelCard
+from model_server.signing import VerifiedTree
 
 
 class SklearnPredictor:
@@ -32,9 +34,9 @@ class SklearnPredictor:
         return columns_to_rows(self.card, columns)
 
 
-def load(card: ModelCard, model_dir: Path) -> SklearnPredictor:
+def load(card: ModelCard, tree: VerifiedTree) -> SklearnPredictor:
     assert card.artifact is not None
-    estimator = joblib.load(model_dir / card.artifact)
+    estimator = joblib.load(io.BytesIO(tree.read(card.artifact)))
     if not hasattr(estimator, "predict"):
         raise TypeError(f"{card.artifact} holds a {type(estimator).__name__}, which has no predict()")
     return SklearnPredictor(card, estimator)

@@ -19,10 +19,14 @@ from model_server.routes.responses import json_response
 logger = logging.getLogger(__name__)
 
 
-def error_response(status_code: int, type_: str, messages: list[str], **details: Any) -> Response:
+def error_response(
+    status_code: int, type_: str, messages: list[str], headers: dict[str, str] | None = None, **details: Any
+) -> Response:
     """The JSON error body every failure uses."""
     body = {"type": type_, "messages": messages, "error": messages[0] if messages else type_, **details}
-    return json_response(body, status_code)
+    response = json_response(body, status_code)
+    response.headers.update(headers or {})
+    return response
 
 
 def format_validation_errors(errors: list[Any]) -> list[str]:
@@ -46,7 +50,10 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     names = {404: "NotFound", 405: "MethodNotAllowed"}
-    return error_response(exc.status_code, names.get(exc.status_code, "HTTPError"), [str(exc.detail)])
+    # a 405 keeps Starlette's `Allow` header (RFC 9110)
+    return error_response(
+        exc.status_code, names.get(exc.status_code, "HTTPError"), [str(exc.detail)], headers=dict(exc.headers or {})
+    )
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -3,6 +3,12 @@
 Tensors map to the model card's fields in one of two ways: one tensor per input field
 (named after it, shape [N] or [N, 1]), or one tensor of shape [N, F] holding every field
 in the card's order (what MLServer and KServe clients send for scikit-learn models).
+Each tensor's `datatype` must be one the field's type accepts (`DATATYPES`, and for
+numbers any FP/INT type), and its data must hold values of that datatype. `outputs`
+names which outputs to return, in that order. The published request schema
+(`request_schema`) is built from the card and is what the server accepts, except what
+JSON Schema cannot say: that `shape` multiplies to the number of values, and that every
+per-field tensor has the same N.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from starlette.responses import Response
 
 from model_server.dataplane import DataPlane, Row, validation_messages
 from model_server.errors import InvalidInput, ModelNotReady
-from model_server.modelcard import ModelCard
+from model_server.modelcard import FieldSpec, ModelCard
 from model_server.routes.responses import (
     add_fast_route,
     inline_schema,
@@ -25,6 +31,13 @@ from model_server.routes.responses import (
 )
 
 DATATYPES = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
+_INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+ACCEPTED: dict[str, tuple[str, ...]] = {
+    "number": ("FP16", "FP32", "FP64", *_INTS),
+    "integer": _INTS,
+    "string": ("BYTES",),
+    "boolean": ("BOOL",),
+}
 
 
 class RequestInput(BaseModel):
@@ -37,13 +50,20 @@ class RequestInput(BaseModel):
     data: list[Any]
 
 
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[dict[str, Any]] | None = None
+    outputs: list[RequestOutput] | None = None
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -56,11 +76,37 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
+def _holds(datatype: str, value: Any) -> bool:
+    """Whether `value` is a value of the v2 `datatype`."""
+    if datatype == "BOOL":
+        return isinstance(value, bool)
+    if datatype == "BYTES":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):  # JSON does not tell 3.0 from 3
+        return datatype.startswith("FP") or value.is_integer()
+    return isinstance(value, int)
+
+
+def _check_datatype(tensor: RequestInput, fields: list[FieldSpec]) -> None:
+    for spec in fields:
+        if tensor.datatype not in ACCEPTED[spec.type]:
+            raise InvalidInput(
+                f"tensor {tensor.name!r}: datatype {tensor.datatype!r} does not fit {spec.name!r} ({spec.type}); "
+                f"use one of {', '.join(ACCEPTED[spec.type])}"
+            )
+    for value in tensor.data:
+        if not _holds(tensor.datatype, value):
+            raise InvalidInput(f"tensor {tensor.name!r}: {value!r} is not a {tensor.datatype} value")
+
+
 def tensors_to_rows(card: ModelCard, inputs: list[RequestInput]) -> list[Row]:
     """Input rows from v2 tensors (see the module docstring for the two layouts).
 
     Raises:
-        InvalidInput: the tensors match neither layout, or shape and data disagree.
+        InvalidInput: the tensors match neither layout, shape and data disagree, or a
+            datatype does not fit its field or its data.
     """
     names = [f.name for f in card.inputs]
     for tensor in inputs:
@@ -68,16 +114,19 @@ def tensors_to_rows(card: ModelCard, inputs: list[RequestInput]) -> list[Row]:
         for dim in tensor.shape:
             expected *= dim
         tensor.data = _flatten(tensor.data)
-        if any(dim < 0 for dim in tensor.shape) or len(tensor.data) != expected:
+        if any(dim < 1 for dim in tensor.shape) or len(tensor.data) != expected:
             raise InvalidInput(f"tensor {tensor.name!r}: shape {tensor.shape} does not match {len(tensor.data)} values")
     by_name = {t.name: t for t in inputs}
     if set(by_name) == set(names) and len(inputs) == len(names):
         sizes = {t.shape[0] for t in inputs}
         if len(sizes) != 1 or any(len(t.shape) == 2 and t.shape[1] != 1 for t in inputs):
             raise InvalidInput("per-field tensors must all have shape [N] or [N, 1] with the same N")
+        for spec in card.inputs:
+            _check_datatype(by_name[spec.name], [spec])
         columns = [by_name[name].data for name in names]
         return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] == len(names):
+        _check_datatype(inputs[0], card.inputs)
         data = inputs[0].data
         width = len(names)
         return [dict(zip(names, data[i : i + width], strict=True)) for i in range(0, len(data), width)]
@@ -87,8 +136,91 @@ def tensors_to_rows(card: ModelCard, inputs: list[RequestInput]) -> list[Row]:
     )
 
 
+def requested_outputs(card: ModelCard, outputs: list[RequestOutput] | None) -> list[FieldSpec]:
+    """The card's outputs a request asks for, in its order (all of them by default).
+
+    Raises:
+        InvalidInput: an output the model does not have.
+    """
+    if outputs is None:
+        return list(card.outputs)
+    by_name = {f.name: f for f in card.outputs}
+    unknown = [o.name for o in outputs if o.name not in by_name]
+    if unknown:
+        raise InvalidInput(f"unknown outputs {unknown}; the model has {sorted(by_name)}")
+    return [by_name[o.name] for o in outputs]
+
+
+def request_schema(card: ModelCard, field_schemas: dict[str, Any], max_batch: int) -> dict[str, Any]:
+    """The JSON Schema of an inference request for this card (see the module docstring)."""
+
+    def tensor(
+        name: dict[str, Any], datatypes: tuple[str, ...], value: dict[str, Any], shape: dict[str, Any]
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": max_batch * len(card.inputs)}
+        data["items"] = {"anyOf": [value, {"type": "array", "items": value, "minItems": 1}]}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": name,
+                "shape": shape,
+                "datatype": {"type": "string", "enum": list(datatypes)},
+                "parameters": {"type": ["object", "null"]},
+                "data": data,
+            },
+        }
+
+    rows = {"type": "integer", "minimum": 1, "maximum": max_batch}
+    per_field = [
+        tensor(
+            {"type": "string", "const": f.name},
+            ACCEPTED[f.type],
+            field_schemas[f.name],
+            {"type": "array", "prefixItems": [rows, {"const": 1}], "minItems": 1, "maxItems": 2, "items": False},
+        )
+        for f in card.inputs
+    ]
+    common = tuple(t for t in ACCEPTED[card.inputs[0].type] if all(t in ACCEPTED[f.type] for f in card.inputs))
+    matrix = tensor(
+        {"type": "string"},
+        common,
+        {"anyOf": [field_schemas[f.name] for f in card.inputs]},
+        {"type": "array", "prefixItems": [rows, {"const": len(card.inputs)}], "minItems": 2, "maxItems": 2,
+         "items": False},
+    )
+    layouts: list[dict[str, Any]] = [
+        {"type": "array", "prefixItems": per_field, "minItems": len(per_field), "maxItems": len(per_field),
+         "items": False}
+    ]
+    if common:
+        layouts.append({"type": "array", "prefixItems": [matrix], "minItems": 1, "maxItems": 1, "items": False})
+    output = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "enum": [f.name for f in card.outputs]},
+            "parameters": {"type": ["object", "null"]},
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": ["string", "null"]},
+            "parameters": {"type": ["object", "null"]},
+            "inputs": {"anyOf": layouts},
+            "outputs": {"anyOf": [{"type": "array", "items": output}, {"type": "null"}]},
+        },
+    }
+
+
 def register(app: FastAPI, dataplane: DataPlane) -> None:
     card = dataplane.model.card
+    field_schemas = inline_schema(dataplane.input_row.model_json_schema())["properties"]
 
     def tensor_meta(fields: list[Any]) -> list[dict[str, Any]]:
         return [{"name": f.name, "datatype": DATATYPES[f.type], "shape": [-1]} for f in fields]
@@ -141,6 +273,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
             request = InferenceRequest.model_validate_json(await raw.body())
         except ValidationError as err:
             raise InvalidInput(*validation_messages(err)) from err
+        wanted = requested_outputs(card, request.outputs)
         rows = dataplane.decode_rows(tensors_to_rows(card, request.inputs))
         results = await dataplane.predict(name, rows)
         outputs = [
@@ -150,7 +283,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
                 "shape": [len(results)],
                 "data": [r.output[f.name] for r in results],
             }
-            for f in card.outputs
+            for f in wanted
         ]
         body: dict[str, Any] = {"model_name": card.name, "model_version": card.version, "outputs": outputs}
         if request.id is not None:
@@ -166,6 +299,6 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         infer,
         tags=["v2"],
         summary="Inference (Open Inference Protocol v2)",
-        body={"schema": inline_schema(InferenceRequest.model_json_schema())},
+        body={"schema": request_schema(card, field_schemas, dataplane.max_batch_size)},
         responses=openapi_responses({"type": "object"}, 400, 404, 413, 422, 503),
     )

@@ -62,6 +62,8 @@ def iris_url(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "from modeldeploy.cli import main; main()",
                 "serve",
                 str(iris_dir),
+                "--public-key",
+                str(iris_dir.parent / "public.pem"),
                 "--host",
                 "127.0.0.1",
                 "--port",

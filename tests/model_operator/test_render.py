@@ -104,6 +104,7 @@ def test_init_container_fetches_and_verifies_per_contract() -> None:
     assert init["command"] == [
         "modeldeploy", "fetch", "s3://b/k/", "--dest", "/var/lib/modeldeploy/model",
         "--public-key", "/etc/modeldeploy/keys/pub.pem", "--termination-log", "/dev/termination-log",
+        "--max-bytes", str(10 << 30), "--deadline", "120",
         "--signature-uri", "s3://b/k.sig", "--sha256", "b" * 64,
     ]
     assert init["envFrom"] == [{"secretRef": {"name": "s3"}}]
@@ -118,17 +119,30 @@ def test_public_key_comes_from_the_named_secret_key_only() -> None:
     assert volumes["keys"]["secret"] == {
         "secretName": "iris-key", "items": [{"key": "public.pem", "path": "public.pem"}],
     }
-    assert volumes["model"] == {"name": "model", "emptyDir": {}}
+    assert volumes["model"] == {"name": "model", "emptyDir": {"sizeLimit": str(2 * (10 << 30) + (64 << 20))}}
 
 
 def test_server_container_serves_the_fetched_model_per_contract() -> None:
     server = pod_spec(minimal())["containers"][0]
     assert server["command"] == [
         "modeldeploy", "serve", "/var/lib/modeldeploy/model", "--config", "/etc/modeldeploy/server.yaml",
-        "--host", "0.0.0.0", "--port", "8000",
+        "--public-key", "/etc/modeldeploy/keys/public.pem", "--host", "0.0.0.0", "--port", "8000",
     ]
-    model_mount = next(m for m in server["volumeMounts"] if m["name"] == "model")
-    assert model_mount["readOnly"] is True
+    mounts = {m["name"]: m for m in server["volumeMounts"]}
+    assert mounts["model"]["readOnly"] is True
+    assert mounts["keys"] == {"name": "keys", "mountPath": "/etc/modeldeploy/keys", "readOnly": True}
+
+
+def test_fetch_is_bounded_by_the_spec_size_and_load_deadline_and_the_volume_by_its_size() -> None:
+    pod = pod_spec(minimal(
+        parameters={"source": "s3://b/k/", "publicKey": {"secretName": "key"}, "maxBytes": 1 << 30},
+        probes={"maxLoadSeconds": 300},
+    ))
+    command = pod["initContainers"][0]["command"]
+    assert command[command.index("--max-bytes") + 1] == str(1 << 30)
+    assert command[command.index("--deadline") + 1] == "300"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["emptyDir"] == {"sizeLimit": str((2 << 30) + (64 << 20))}
 
 
 def test_startup_probe_sized_from_max_load_seconds() -> None:

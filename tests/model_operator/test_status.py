@@ -207,3 +207,11 @@ def test_only_pods_whose_fetch_container_reports_need_a_status_refresh() -> None
     assert reports_fetch(pod({"state": {"terminated": terminated(GOOD)}}))
     assert reports_fetch(pod({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(BAD, 1)}}))
     assert reports_fetch(pod({"state": {"waiting": {"reason": "ImagePullBackOff"}}}))
+
+
+def test_a_record_cut_at_the_kubernetes_limit_keeps_its_reason() -> None:
+    record = '{"verified":false,"reason":"FilesDiffer","message":"' + "x" * 5000 + '"}'
+    result = parse_termination_message(record[:4096])
+    assert result is not None and (result["verified"], result["reason"]) == (False, "FilesDiffer")
+    failed = verification([pod({"state": {"terminated": terminated(record[:4096], 1)}})], current_hash())
+    assert failed.reason == "FilesDiffer"

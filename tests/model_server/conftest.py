@@ -1,7 +1,7 @@
 """Fixtures for the model server: signed model directories of every flavor, and servers.
 
-Every directory is signed and verified through `model_server.signing`, which writes the
-verified manifest the server re-checks before loading.
+Every directory is signed and verified through `model_server.signing`; the servers
+verify model.sig again with the session's public key (`server_support.PUBLIC_KEY`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import joblib
 import pytest
 import yaml
-from server_support import REPO, SETOSA, ServerProcess
+from server_support import PUBLIC_KEY, REPO, SETOSA, ServerProcess
 
 from model_server import signing
 
@@ -31,12 +31,13 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     key = signing.generate_key()
     (keys / "private.pem").write_bytes(signing.private_key_pem(key))
     (keys / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
+    PUBLIC_KEY[:] = [keys / "public.pem"]
     return keys / "private.pem", keys / "public.pem"
 
 
 @pytest.fixture(scope="session")
 def seal(signing_keys: tuple[Path, Path]) -> Callable[[Path], Path]:
-    """Sign a directory, verify it and write its verified manifest (what `fetch` leaves)."""
+    """Sign a directory and verify it (what `fetch` leaves; the server re-verifies model.sig)."""
     private, public = signing_keys
 
     def _seal(model_dir: Path) -> Path:

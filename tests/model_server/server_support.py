@@ -19,6 +19,7 @@ from model_server.app import create_app
 from model_server.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
+PUBLIC_KEY: list[Path] = []  # the trusted key of the signed test models (set by conftest)
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 VIRGINICA = {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}
 
@@ -26,6 +27,7 @@ VIRGINICA = {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "peta
 @asynccontextmanager
 async def app_client(model_dir: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app for `model_dir` with its lifespan running, once loading has finished."""
+    settings.setdefault("public_key", PUBLIC_KEY[0])
     app = create_app(ServerSettings(model_dir=model_dir, **settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -59,7 +61,7 @@ class ServerProcess:
         config_path = workdir / f"server-{self.port}.yaml"
         config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
         args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
-        args += ["--config", str(config_path)]
+        args += ["--config", str(config_path), "--public-key", str(PUBLIC_KEY[0])]
         args += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)

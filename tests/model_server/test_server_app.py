@@ -201,12 +201,9 @@ async def test_unverified_parameters_are_never_loaded(iris_dir: Path, tmp_path: 
 
     copy = tmp_path / "iris"
     shutil.copytree(iris_dir, copy)
-    (copy / "verified-manifest.json").unlink()
+    (copy / "model.sig").unlink()
     async with app_client(copy) as client:
-        assert (
-            "ManifestMissing" in (await client.get("/api/health")).json()["model"]["error"]
-            or "verified-manifest" in (await client.get("/api/health")).json()["model"]["error"]
-        )
+        assert "SignatureMissing" in (await client.get("/api/health")).json()["model"]["error"]
         assert (await client.get("/api/health/ready")).status_code == 503
 
 

@@ -184,10 +184,12 @@ def test_schemathesis_finds_no_server_error(
     result = subprocess.run(
         [
             str(schemathesis),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
             "run",
             f"{server.url}/openapi.json",
             "--checks",
-            "not_a_server_error",
+            "all",
             "--max-examples",
             "25",
             "--request-timeout",

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from model_server.errors import PolicyRejected, PredictionFailed
+from model_server.errors import PolicyFailed, PolicyRejected
 from model_server.modelcard import (
     ModelCard,
     ModelCardError,
@@ -159,7 +159,7 @@ def test_policies_combine_in_order() -> None:
 
 def test_policy_that_cannot_evaluate_fails_closed() -> None:
     policies = compile_policies([{"name": "ratio", "when": "100 / input.age > 1", "action": "reject"}], PRICING)
-    with pytest.raises(PredictionFailed, match="ratio"):
+    with pytest.raises(PolicyFailed, match="ratio"):
         policies.apply({**ROW, "age": 0}, {"price": 1.0})
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ class HttpServer:
 
     `/<path>` serves the file; `/truncated/<path>` announces the full length and sends half;
     `/error/<path>` always answers 500; `/nolength/<path>` sends the file with no
-    Content-Length (close-delimited).
+    Content-Length (close-delimited); `/slow/<path>` announces the full length and sends
+    one byte every 0.2 s (until the client goes away).
     """
 
     root: Path
@@ -71,7 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         state = self.server_state
         state.requests.append(self.path)
         mode, _, rest = self.path.lstrip("/").partition("/")
-        if mode not in ("truncated", "error", "nolength"):
+        if mode not in ("truncated", "error", "nolength", "slow"):
             mode, rest = "plain", self.path.lstrip("/")
         if mode == "error":
             self.send_error(500, "injected failure")
@@ -87,6 +89,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
+        if mode == "slow":
+            for index in range(len(data)):
+                try:
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
+                except OSError:
+                    break
+                time.sleep(0.2)
+            self.close_connection = True
+            return
         self.wfile.write(data[: len(data) // 2] if mode == "truncated" else data)
         self.close_connection = True
 

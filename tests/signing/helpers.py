@@ -70,12 +70,12 @@ def assert_installed(result: Result, record: dict[str, Any], dest: Path, keys: K
     assert record["verified"] is True and record["reason"] == "SignatureValid"
     assert record["keyFingerprint"] == keys.fingerprint
     assert sorted(p.name for p in dest.iterdir()) == [
+        ".modeldeploy-fetch.json",
         "model.joblib",
         "model.sig",
         "model.yaml",
-        "verified-manifest.json",
     ]
-    assert signing.check_manifest(dest).manifest_digest == record["manifestDigest"]
+    assert signing.verify(dest, keys.public).manifest_digest == record["manifestDigest"]
     assert not list(dest.parent.glob(f".{dest.name}.fetch-*"))
 
 

@@ -1,4 +1,4 @@
-"""keygen, sign, verify and check_manifest: every refusal has a precise reason and file list."""
+"""keygen, sign, verify and verify_tree: every refusal has a precise reason and file list."""
 
 from __future__ import annotations
 
@@ -113,21 +113,13 @@ def test_signature_outside_the_model_dir(model: Path, keys: Keys, tmp_path: Path
     assert signing.verify(model, keys.public, outside).key_fingerprint == keys.fingerprint
 
 
-def test_check_manifest_passes_then_names_tampered_files(model: Path, keys: Keys) -> None:
-    verified = signing.verify(model, keys.public)
-    signing.write_verified_manifest(model, verified, signing.signed_serialization(model / "model.sig"))
-    assert signing.check_manifest(model) == verified
+def test_verify_tree_names_changed_and_extra_files(model: Path, keys: Keys) -> None:
+    verified = signing.verify_tree(model, keys.public).verified
+    assert verified == signing.verify(model, keys.public)
     flip_byte(model / "model.yaml", 0)
     (model / "extra.bin").write_bytes(b"x")
-    with pytest.raises(VerificationError) as caught:
-        signing.check_manifest(model)
-    assert (caught.value.reason, caught.value.files) == ("FilesDiffer", ["extra.bin", "model.yaml"])
-
-
-def test_check_manifest_without_manifest(model: Path) -> None:
-    with pytest.raises(VerificationError) as caught:
-        signing.check_manifest(model)
-    assert caught.value.reason == "ManifestMissing"
+    err = refusal(model, keys.public)
+    assert (err.reason, err.files) == ("FilesDiffer", ["extra.bin", "model.yaml"])
 
 
 # --- command line -----------------------------------------------------------------------
