@@ -3,11 +3,37 @@
 #   docker build --target operator     -t modeldeploy-operator:0.1.0 .
 #   docker build --target model-server -t modeldeploy-server:0.1.0 .
 # Both run as the non-root user 65532 with no shell tools beyond python:slim's.
+# Without Docker, `make images` builds the same targets with buildah on a Debian base made by
+# debootstrap (devcluster/images.py passes it as PYTHON_IMAGE).
+#
+# Layer order keeps a source change cheap: the dependencies are installed from pyproject.toml
+# alone, the sources are copied after them and installed with --no-deps.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS base
+FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The requirement lists of both images, taken from pyproject.toml so there is one source of
+# truth. The operator needs only kopf, the Kubernetes client and the spec/render dependencies.
+FROM python AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+keep = {'kopf', 'kubernetes', 'pydantic', 'click', 'pyyaml'}; \
+name = lambda d: d.split('>')[0].split('<')[0].split('=')[0].split('[')[0].strip().lower(); \
+open('operator.txt', 'w').write('\n'.join(d for d in deps if name(d) in keep) + '\n'); \
+open('server.txt', 'w').write('\n'.join(deps) + '\n')"
+
+FROM python AS operator-deps
+COPY --from=requirements /src/operator.txt /tmp/requirements.txt
+RUN python -m venv /venv && /venv/bin/pip install -r /tmp/requirements.txt
+
+FROM python AS server-deps
+COPY --from=requirements /src/server.txt /tmp/requirements.txt
+RUN python -m venv /venv && /venv/bin/pip install -r /tmp/requirements.txt
+
+FROM python AS source
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY modeldeploy ./modeldeploy
@@ -15,22 +41,22 @@ COPY model_operator ./model_operator
 COPY model_server ./model_server
 COPY devcluster ./devcluster
 
-# The operator needs only kopf, the Kubernetes client and the spec/render dependencies; take
-# their version bounds from pyproject.toml so there is one source of truth.
-FROM base AS operator-venv
-RUN python -m venv /venv \
- && python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-keep = {'kopf', 'kubernetes', 'pydantic', 'click', 'pyyaml'}; \
-print('\n'.join(d for d in deps if d.split('>')[0].split('<')[0].split('[')[0].strip().lower() in keep))" \
-    > /tmp/operator-requirements.txt \
- && /venv/bin/pip install -r /tmp/operator-requirements.txt \
- && /venv/bin/pip install --no-deps .
+# The project itself, then what a running image does not need: pip and setuptools (nothing
+# installs at run time) and the packages' own test suites.
+FROM operator-deps AS operator-venv
+COPY --from=source /src /src
+RUN /venv/bin/pip install --no-deps /src \
+ && /venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
+ && find /venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 
-FROM base AS server-venv
-RUN python -m venv /venv && /venv/bin/pip install .
+FROM server-deps AS server-venv
+COPY --from=source /src /src
+RUN /venv/bin/pip install --no-deps /src \
+ && /venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
+ && find /venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 
-FROM ${PYTHON_IMAGE} AS runtime
-ENV PATH=/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+FROM python AS runtime
+ENV PATH=/venv/bin:$PATH
 RUN groupadd --gid 65532 modeldeploy && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin modeldeploy
 USER 65532:65532
 ENTRYPOINT ["modeldeploy"]
