@@ -13,7 +13,10 @@ of ``debootstrap``, ``buildah``, ``docker`` and ``ctr``:
 
 Every image is cached as a ``docker-archive`` tar (what ``docker save`` writes): ``ctr images
 import`` names it after the archive's ``RepoTags``, normalised the way a Pod's ``image:`` is
-(``modeldeploy-server:0.1.0`` -> ``docker.io/library/modeldeploy-server:0.1.0``).
+(``modeldeploy-server:0.1.0`` -> ``docker.io/library/modeldeploy-server:0.1.0``). An
+``oci-archive`` would not do: ctr 1.6 records its ``org.opencontainers.image.ref.name``
+verbatim (``modeldeploy-server:0.1.0``, a name no Pod resolves to) and imports an archive
+without that annotation under no name at all.
 
 This module never touches the machine's default containerd or ``/var/lib/containers``: buildah
 keeps its state under the cache and ``load_images`` talks only to the socket it is given.
@@ -81,7 +84,7 @@ def normalize_reference(reference: str) -> str:
     ``registry.k8s.io/pause:3.10`` stays; a missing tag becomes ``:latest``.
     """
     name, _, digest = reference.partition("@")
-    first, slash, rest = name.partition("/")
+    first, slash, _rest = name.partition("/")
     if not slash:
         name = f"docker.io/library/{name}"
     elif not ("." in first or ":" in first or first == "localhost"):
@@ -277,9 +280,13 @@ def bud_command(storage: Path, context: Path, target: str, reference: str, base_
     )
 
 
-def buildah_push_command(storage: Path, reference: str, archive: Path) -> list[str]:
-    """Write ``reference`` from buildah's storage as a docker archive tagged ``reference``."""
-    return buildah_command(storage, "push", f"localhost/{reference}", f"docker-archive:{archive}:{reference}")
+def buildah_push_command(storage: Path, name: str, archive: Path) -> list[str]:
+    """Write image ``name`` from buildah's storage as a docker archive tagged ``name`` only.
+
+    ``name`` is the normalised reference the build was tagged with: buildah writes every name
+    the image has into ``RepoTags``, and a short ``-t x:1`` would add ``localhost/x:1``.
+    """
+    return buildah_command(storage, "push", name, f"docker-archive:{archive}:{name}")
 
 
 def docker_build_command(context: Path, target: str, reference: str) -> list[str]:
@@ -326,6 +333,16 @@ def go_arch(machine: str | None = None) -> str:
     """The OCI architecture of this machine (``x86_64`` -> ``amd64``)."""
     machine = machine or platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def parse_ldd(output: str) -> list[str]:
+    """The absolute library paths ``ldd`` lists (``libc.so.6 => /lib/...``, ``/lib64/ld-linux...``)."""
+    paths: list[str] = []
+    for line in output.splitlines():
+        target = line.split("=>", 1)[-1].strip().split(" (", 1)[0].strip()
+        if target.startswith("/"):
+            paths.append(target)
+    return paths
 
 
 # --- Pure: scratch images as docker archives ---------------------------------------------------
@@ -622,10 +639,11 @@ def _build_with_buildah(root: Path, targets: Mapping[str, str], archives: Mappin
     for reference, target in targets.items():
         started = time.monotonic()
         logger.info("images: buildah bud --target %s (log %s)", target, log)
-        _run(bud_command(storage, root, target, reference, base), log, cwd=root)
+        name = normalize_reference(reference)
+        _run(bud_command(storage, root, target, name, base), log, cwd=root)
         partial = archives[reference].with_name(archives[reference].name + ".partial")
         partial.unlink(missing_ok=True)
-        _run(buildah_push_command(storage, reference, partial), log)
+        _run(buildah_push_command(storage, name, partial), log)
         _replace(partial, archives[reference])
         logger.info("images: %s built in %.0fs", reference, time.monotonic() - started)
 
@@ -722,17 +740,30 @@ def ensure_minio_binary(root: Path | None = None) -> tuple[str, Path]:
     return binary.parent.name.removeprefix("minio-"), binary
 
 
+def binary_entries(binary: Path, name: str) -> list[FileEntry]:
+    """``binary`` at ``/name`` plus, when it is dynamically linked, the libraries ``ldd`` names."""
+    entries = [FileEntry(name, 0o755, binary)]
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    libraries = parse_ldd(proc.stdout) if proc.returncode == 0 else []
+    directories = sorted({str(Path(lib).parent).lstrip("/") for lib in libraries})
+    for directory in directories:
+        parts = Path(directory).parts
+        entries += [FileEntry("/".join(parts[: i + 1])) for i in range(len(parts))]
+    entries += [FileEntry(lib.lstrip("/"), 0o755, Path(lib).resolve()) for lib in libraries]
+    return list({entry.path: entry for entry in entries}.values())
+
+
 def pause_image() -> tuple[str, Path]:
     binary = ensure_pause_binary()
     config = ImageConfig(entrypoint=("/pause",), user="65535:65535")
-    return PAUSE_IMAGE, ensure_scratch_image(PAUSE_IMAGE, config, scratch_entries([FileEntry("pause", 0o755, binary)]))
+    return PAUSE_IMAGE, ensure_scratch_image(PAUSE_IMAGE, config, scratch_entries(binary_entries(binary, "pause")))
 
 
 def coredns_image() -> tuple[str, Path]:
     """CoreDNS as non-root: listening on 53 needs the pod sysctl ``net.ipv4.ip_unprivileged_port_start``."""
     binary = ensure_coredns_binary()
     config = ImageConfig(entrypoint=("/coredns",), exposed_ports=("53/tcp", "53/udp"))
-    return COREDNS_IMAGE, ensure_scratch_image(COREDNS_IMAGE, config, scratch_entries([FileEntry("coredns", 0o755, binary)]))
+    return COREDNS_IMAGE, ensure_scratch_image(COREDNS_IMAGE, config, scratch_entries(binary_entries(binary, "coredns")))
 
 
 def minio_image() -> tuple[str, Path]:
@@ -743,7 +774,7 @@ def minio_image() -> tuple[str, Path]:
         entrypoint=("/minio",), cmd=("server", "/data"), exposed_ports=("9000/tcp",),
         env=("PATH=/", "HOME=/home/nonroot", "MINIO_CI_CD=1"),
     )
-    entries = scratch_entries([FileEntry("minio", 0o755, binary), FileEntry("data", 0o755, uid=NONROOT, gid=NONROOT)])
+    entries = scratch_entries([*binary_entries(binary, "minio"), FileEntry("data", 0o755, uid=NONROOT, gid=NONROOT)])
     return reference, ensure_scratch_image(reference, config, entries)
 
 

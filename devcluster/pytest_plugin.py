@@ -4,6 +4,7 @@
 (``build/devcluster`` under the rootdir, or ``$MODELDEPLOY_DEVCLUSTER_DIR``), shares it with
 concurrent sessions, and stops it when the last session that started it ends (unless
 ``--devcluster-keep``). ``namespace`` (function): a fresh namespace, deleted afterwards.
+``node_images`` (session): {image reference: docker archive} of every node image, built or reused.
 Tests using ``devcluster`` are marked ``cluster`` automatically.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devcluster import build
+from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
 
 _ROOT = pytest.StashKey[Path]()
@@ -74,6 +75,12 @@ def node(devcluster: Cluster) -> Iterator[str]:
         yield handle.name.removeprefix("node-")
     finally:
         devcluster.stop_node()
+
+
+@pytest.fixture(scope="session")
+def node_images() -> dict[str, Path]:
+    """Every image the node runs, built or reused (``make images`` builds them before the tests)."""
+    return images.ensure_images()
 
 
 def namespace_name(test_name: str) -> str:

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from devcluster import images
-
 CONFIG = """\
 version = 2
 root = "{root}/root"
@@ -37,10 +35,11 @@ def _skip_unless_runnable() -> None:
 
 
 @pytest.fixture(scope="session")
-def node_image_archives() -> dict[str, Path]:
-    """Every node image, built or reused (``make images`` builds them before the tests)."""
+def node_image_archives(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """``node_images``, on a machine where containerd and runc can run them (skipped elsewhere)."""
     _skip_unless_runnable()
-    return images.ensure_images()
+    archives: dict[str, Path] = request.getfixturevalue("node_images")
+    return archives
 
 
 @pytest.fixture(scope="session")

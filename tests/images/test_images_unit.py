@@ -117,7 +117,7 @@ def test_base_key_depends_on_suite_and_package_set_only() -> None:
 
 
 def test_bud_keeps_state_under_the_cache_and_reaches_pypi(tmp_path: Path) -> None:
-    cmd = images.bud_command(tmp_path / "s", Path("/src"), "model-server", "modeldeploy-server:0.1.0", "localhost/b:1")
+    cmd = images.bud_command(tmp_path / "s", Path("/src"), "model-server", "docker.io/library/m:1", "localhost/b:1")
     assert cmd[:7] == ["buildah", "--storage-driver", "vfs", "--root", f"{tmp_path}/s/root", "--runroot", f"{tmp_path}/s/run"]
     assert ["--target", "model-server"] == cmd[cmd.index("--target"):cmd.index("--target") + 2]
     assert "PYTHON_IMAGE=localhost/b:1" in cmd
@@ -173,3 +173,18 @@ def test_scratch_layers_are_reproducible(tmp_path: Path) -> None:
 def test_pause_is_compiled_static() -> None:
     cmd = images.pause_compile_command(Path("pause.c"), Path("out"))
     assert cmd[0] == "gcc" and "-static" in cmd and "-DVERSION=v3.10-modeldeploy" in cmd
+
+
+def test_parse_ldd_keeps_the_library_paths() -> None:
+    out = (
+        "\tlinux-vdso.so.1 (0x00007ff776dc1000)\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007ff776b7a000)\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x00007ff776dc3000)\n"
+    )
+    assert images.parse_ldd(out) == ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+    assert images.parse_ldd("\tnot a dynamic executable\n") == []
+
+
+def test_a_static_binary_needs_no_libraries() -> None:
+    entries = images.binary_entries(Path("/nonexistent-static-binary"), "x")
+    assert [e.path for e in entries] == ["x"]
