@@ -90,7 +90,7 @@ def images_command(address: str | None, snapshotter: str, product_only: bool, pa
     """Build or reuse the node's images (docker archives, cached per source tree) and print them."""
     started = time.monotonic()
     try:
-        found = images.ensure_product_images() if product_only else images.ensure_images()
+        found = images.ensure_images(product_only=product_only)
         loaded = images.load_images(found, address, snapshotter) if address else []
     except images.ImageError as err:
         raise click.ClickException(str(err)) from err

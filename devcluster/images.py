@@ -372,13 +372,18 @@ class FileEntry:
 
 
 def scratch_entries(extra: Sequence[FileEntry] = ()) -> list[FileEntry]:
-    """The common filesystem of the scratch images: passwd/group with ``nonroot``, /tmp, then ``extra``."""
+    """The common filesystem of the scratch images, then ``extra``.
+
+    passwd/group with ``nonroot``, an /etc/hosts naming localhost (a kubelet mounts its own over
+    it; ``ctr run`` does not), a world-writable /tmp.
+    """
     passwd = f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
     group = f"root:x:0:\nnonroot:x:{NONROOT}:\n"
     return [
         FileEntry("etc"),
         FileEntry("etc/passwd", 0o644, passwd.encode()),
         FileEntry("etc/group", 0o644, group.encode()),
+        FileEntry("etc/hosts", 0o644, b"127.0.0.1 localhost\n::1 localhost\n"),
         FileEntry("home"),
         FileEntry("home/nonroot", 0o700, uid=NONROOT, gid=NONROOT),
         FileEntry("tmp", 0o1777),
@@ -661,6 +666,8 @@ def _build_with_docker(root: Path, targets: Mapping[str, str], archives: Mapping
 def ensure_product_images(root: Path | None = None, use_docker: bool | None = None) -> dict[str, Path]:
     """The operator and server archives for the tree at ``root``, rebuilt only when their context changed.
 
+    Not locked: call it through ``ensure_images``.
+
     Args:
         root: the source tree (default: this checkout).
         use_docker: build with ``docker build`` (default: when ``docker info`` answers).
@@ -771,7 +778,8 @@ def minio_image() -> tuple[str, Path]:
     version, binary = ensure_minio_binary()
     reference = f"{MINIO_REPOSITORY}:{version}"
     config = ImageConfig(
-        entrypoint=("/minio",), cmd=("server", "/data"), exposed_ports=("9000/tcp",),
+        entrypoint=("/minio",), cmd=("server", "/data", "--console-address", ":9001"),
+        exposed_ports=("9000/tcp", "9001/tcp"),
         env=("PATH=/", "HOME=/home/nonroot", "MINIO_CI_CD=1"),
     )
     entries = scratch_entries([*binary_entries(binary, "minio"), FileEntry("data", 0o755, uid=NONROOT, gid=NONROOT)])
@@ -781,15 +789,24 @@ def minio_image() -> tuple[str, Path]:
 # --- Entry points ------------------------------------------------------------------------------
 
 
-def ensure_images(root: Path | None = None, use_docker: bool | None = None) -> dict[str, Path]:
+def ensure_images(root: Path | None = None, use_docker: bool | None = None, product_only: bool = False) -> dict[str, Path]:
     """Build whatever is missing and return {image reference: docker archive} for every node image.
 
     Safe to call from several processes at once: the builds are serialised by a lock on the
     cache directory; an unchanged tree returns in seconds.
+
+    Args:
+        root: the source tree the operator and server images are built from (default: this checkout).
+        use_docker: build those with ``docker build`` (default: when ``docker info`` answers).
+        product_only: only the operator and server images (e.g. for kind, which has its own pause
+            and CoreDNS).
+
+    Raises:
+        ImageError: a build step failed; its log is named.
     """
     with build._locked(images_dir()):
         found = dict(ensure_product_images(root, use_docker))
-        for make in (pause_image, coredns_image, minio_image):
+        for make in () if product_only else (pause_image, coredns_image, minio_image):
             reference, archive = make()
             found[reference] = archive
     return found

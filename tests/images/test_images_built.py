@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,25 @@ def test_coredns_binary_runs(loaded: str) -> None:
     assert proc.returncode == 0 and images.COREDNS_VERSION.lstrip("v") in proc.stdout, proc.stderr
 
 
-def test_minio_binary_runs(loaded: str, node_image_archives: dict[str, Path]) -> None:
+def test_minio_serves_a_volume_as_non_root(loaded: str, node_image_archives: dict[str, Path], tmp_path: Path) -> None:
     reference = next(ref for ref in node_image_archives if ref.startswith(images.MINIO_REPOSITORY + ":"))
-    proc = _run(loaded, reference, "/minio", "--version")
-    assert proc.returncode == 0, proc.stderr
+    data = tmp_path / "data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)  # like an emptyDir
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cmd = images.ctr_command(
+        loaded, "run", "--rm", "--read-only", "--mount", f"type=bind,src={data},dst=/data,options=rbind:rw",
+        "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=rw", images.normalize_reference(reference), name,
+    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = threading.Timer(60, lambda: _ctr(loaded, "task", "kill", "--signal", "SIGKILL", name))
+    deadline.start()
+    try:
+        assert proc.stdout is not None
+        first = next((line for line in proc.stdout if "MinIO Object Storage Server" in line or "FATAL" in line), "")
+        assert "MinIO Object Storage Server" in first, first
+        assert (data / ".minio.sys").stat().st_uid == images.NONROOT
+    finally:
+        deadline.cancel()
+        _ctr(loaded, "task", "kill", "--signal", "SIGKILL", name)
+        proc.wait(timeout=30)

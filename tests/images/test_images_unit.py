@@ -188,3 +188,9 @@ def test_parse_ldd_keeps_the_library_paths() -> None:
 def test_a_static_binary_needs_no_libraries() -> None:
     entries = images.binary_entries(Path("/nonexistent-static-binary"), "x")
     assert [e.path for e in entries] == ["x"]
+
+
+def test_devcluster_exports_the_image_entry_points() -> None:
+    import devcluster
+
+    assert {"ensure_images", "load_images", "ImageError"} <= set(devcluster.__all__)
