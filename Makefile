@@ -35,7 +35,7 @@ test: install k8s-binaries minio node-packages images
 	$(PY) -m pytest
 
 test-unit: install
-	$(PY) -m pytest -m "not cluster and not e2e"
+	$(PY) -m pytest -m "not cluster and not e2e and not images"
 
 # The whole story on this machine (root: the process node makes network namespaces).
 demo: install k8s-binaries

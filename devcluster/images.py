@@ -5,7 +5,8 @@ of ``debootstrap``, ``buildah``, ``docker`` and ``ctr``:
 
 - ``modeldeploy-operator`` and ``modeldeploy-server`` come from the project's Dockerfile (its
   ``operator`` and ``model-server`` targets): ``docker build`` where a Docker engine answers,
-  otherwise ``buildah bud`` on a ``python:3.11-slim-bookworm``-compatible base that debootstrap
+  otherwise ``buildah bud`` (overlay driver where the kernel allows, else vfs) on a
+  ``python:3.11-slim-bookworm``-compatible base that debootstrap
   makes from Debian's packages. Each archive is keyed by a hash of its build context, so an
   unchanged tree reuses it and any change to a copied file rebuilds it.
 - ``pause``, ``coredns`` and ``minio`` are single static binaries (built here with gcc and Go)
@@ -62,7 +63,7 @@ BASE_PACKAGES = ("ca-certificates", "passwd", "python-is-python3", "python3", "p
 BASE_REPOSITORY = "localhost/modeldeploy-python"
 NONROOT = 65532
 # The buildah state is dropped (and the next build is cold) once it grows past this.
-STORAGE_LIMIT_BYTES = 25 * 1024**3
+STORAGE_LIMIT_BYTES = 40 * 1024**3
 # Archives kept per image: one per recent source tree (worktrees share the cache).
 KEEP_ARCHIVES = 3
 _LOADED_LABEL = "modeldeploy.io/archive"
@@ -262,15 +263,23 @@ def debootstrap_command(suite: str, packages: Sequence[str], rootfs: Path, mirro
     return ["debootstrap", "--variant=minbase", f"--include={','.join(sorted(packages))}", suite, str(rootfs), mirror]
 
 
-def buildah_command(storage: Path, *args: str) -> list[str]:
-    """``buildah`` on the vfs driver with its state in ``storage`` (not /var/lib/containers)."""
+@dataclass(frozen=True)
+class Storage:
+    """buildah's state: a directory of ours (never /var/lib/containers) and its storage driver."""
+
+    root: Path
+    driver: str = "vfs"
+
+
+def buildah_command(storage: Storage, *args: str) -> list[str]:
+    """``buildah`` on ``storage``'s driver with its state under ``storage.root``."""
     return [
-        "buildah", "--storage-driver", "vfs",
-        "--root", str(storage / "root"), "--runroot", str(storage / "run"), *args,
+        "buildah", "--storage-driver", storage.driver,
+        "--root", str(storage.root / "root"), "--runroot", str(storage.root / "run"), *args,
     ]
 
 
-def bud_command(storage: Path, context: Path, target: str, reference: str, base_image: str) -> list[str]:
+def bud_command(storage: Storage, context: Path, target: str, reference: str, base_image: str) -> list[str]:
     """``buildah bud`` of one Dockerfile target, reusing cached layers, reaching PyPI through the host's CAs."""
     return buildah_command(
         storage, "bud", "--layers", "--pull=never", "--network", "host",
@@ -280,7 +289,7 @@ def bud_command(storage: Path, context: Path, target: str, reference: str, base_
     )
 
 
-def buildah_push_command(storage: Path, name: str, archive: Path) -> list[str]:
+def buildah_push_command(storage: Storage, name: str, archive: Path) -> list[str]:
     """Write image ``name`` from buildah's storage as a docker archive tagged ``name`` only.
 
     ``name`` is the normalised reference the build was tagged with: buildah writes every name
@@ -614,28 +623,53 @@ def product_key(root: Path, target: str, base: str) -> str:
     return context_key(dockerfile, target, base, context_files(root, sources, rules))
 
 
-def _storage() -> Path:
-    return images_dir() / "buildah"
+def _overlay_works(directory: Path) -> bool:
+    """Whether the kernel mounts an overlay here (not, e.g., when ``directory`` is on an overlay itself)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        lower, upper, work, merged = (Path(tmp) / name for name in ("lower", "upper", "work", "merged"))
+        for path in (lower, upper, work, merged):
+            path.mkdir()
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], capture_output=True).returncode:
+            return False
+        subprocess.run(["umount", str(merged)], capture_output=True)
+        return True
 
 
-def _trim_storage(storage: Path, limit: int = STORAGE_LIMIT_BYTES) -> None:
-    """Drop buildah's state when it outgrows ``limit`` (vfs copies every layer in full)."""
-    if not storage.exists():
+def buildah_storage() -> Storage:
+    """buildah's state under the cache: overlay where the kernel allows it, else vfs.
+
+    vfs copies the whole filesystem for every layer it commits, which makes each cached step of
+    the Dockerfile cost tens of seconds; overlay commits only the changes.
+    ``$MODELDEPLOY_BUILDAH_DRIVER`` forces one.
+    """
+    driver = os.environ.get("MODELDEPLOY_BUILDAH_DRIVER")
+    if not driver:
+        driver = "overlay" if os.geteuid() == 0 and _overlay_works(images_dir() / "probe") else "vfs"
+    return Storage(images_dir() / f"buildah-{driver}", driver)
+
+
+def _trim_storage(storage: Storage, limit: int = STORAGE_LIMIT_BYTES) -> None:
+    """Drop buildah's state when it outgrows ``limit`` (the next build is cold)."""
+    if not storage.root.exists():
         return
-    out = subprocess.run(["du", "-sxb", str(storage)], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["du", "-sxb", str(storage.root)], capture_output=True, text=True).stdout.split()
     if out and int(out[0]) > limit:
         logger.info("images: buildah storage is %.1f GB, dropping it", int(out[0]) / 1024**3)
-        shutil.rmtree(storage)
+        subprocess.run(buildah_command(storage, "rm", "--all"), capture_output=True)
+        subprocess.run(buildah_command(storage, "rmi", "--all", "--force"), capture_output=True)
+        shutil.rmtree(storage.root, ignore_errors=True)
 
 
-def _buildah_has_image(storage: Path, reference: str) -> bool:
+def _buildah_has_image(storage: Storage, reference: str) -> bool:
     cmd = buildah_command(storage, "inspect", "--type", "image", reference)
     return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
 def _build_with_buildah(root: Path, targets: Mapping[str, str], archives: Mapping[str, Path]) -> None:
     """Build the given (reference -> target) with buildah on the debootstrap base into ``archives``."""
-    storage = _storage()
+    storage = buildah_storage()
     log = images_dir() / "buildah.log"
     _trim_storage(storage)
     base, base_archive = ensure_base()

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devcluster import process
+from devcluster.components import Probe, ProcessSpec
+
 CONFIG = """\
 version = 2
 root = "{root}/root"
@@ -49,21 +52,18 @@ def throwaway_containerd() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="mdc-", dir="/tmp"))  # short: a socket path has 108 bytes
     (root / "config.toml").write_text(CONFIG.format(root=root))
     address = str(root / "containerd.sock")
-    with (root / "containerd.log").open("w") as log:
-        proc = subprocess.Popen(["containerd", "--config", str(root / "config.toml")], stdout=log, stderr=log)
+    # devcluster.process runs it in its own session and stops it by pid and start time; the
+    # probe is never called (containerd has no HTTP health endpoint here; ``ctr version`` is).
+    spec = ProcessSpec("containerd", ("containerd", "--config", str(root / "config.toml")), root / "containerd.log", Probe(""))
+    handle = process.start(spec)
     try:
         deadline = time.monotonic() + 30
         while subprocess.run(["ctr", "--address", address, "version"], capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"throwaway containerd did not start; see {root / 'containerd.log'}")
+            if not process.alive(handle) or time.monotonic() > deadline:
+                pytest.fail(f"throwaway containerd did not start; see {spec.log}")
             time.sleep(0.2)
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop(handle, timeout=20)
         subprocess.run(["umount", "--recursive", "--lazy", str(root / "state")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

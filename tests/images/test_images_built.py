@@ -14,7 +14,8 @@ import pytest
 
 from devcluster import images
 
-pytestmark = pytest.mark.slow
+# A cold cache builds every image inside the first test's fixture (about 10 minutes on 2 cores).
+pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _config(archive: Path) -> dict[str, Any]:

@@ -117,7 +117,8 @@ def test_base_key_depends_on_suite_and_package_set_only() -> None:
 
 
 def test_bud_keeps_state_under_the_cache_and_reaches_pypi(tmp_path: Path) -> None:
-    cmd = images.bud_command(tmp_path / "s", Path("/src"), "model-server", "docker.io/library/m:1", "localhost/b:1")
+    storage = images.Storage(tmp_path / "s", "vfs")
+    cmd = images.bud_command(storage, Path("/src"), "model-server", "docker.io/library/m:1", "localhost/b:1")
     assert cmd[:7] == ["buildah", "--storage-driver", "vfs", "--root", f"{tmp_path}/s/root", "--runroot", f"{tmp_path}/s/run"]
     assert ["--target", "model-server"] == cmd[cmd.index("--target"):cmd.index("--target") + 2]
     assert "PYTHON_IMAGE=localhost/b:1" in cmd
@@ -194,3 +195,15 @@ def test_devcluster_exports_the_image_entry_points() -> None:
     import devcluster
 
     assert {"ensure_images", "load_images", "ImageError"} <= set(devcluster.__all__)
+
+
+def test_docker_path_builds_the_same_target_and_saves_an_archive() -> None:
+    assert images.docker_build_command(Path("/src"), "operator", "modeldeploy-operator:0.1.0") == [
+        "docker", "build", "--target", "operator", "-t", "modeldeploy-operator:0.1.0", "/src",
+    ]
+    assert images.docker_save_command("x:1", Path("/a.tar")) == ["docker", "save", "-o", "/a.tar", "x:1"]
+
+
+def test_push_writes_only_the_normalised_name(tmp_path: Path) -> None:
+    cmd = images.buildah_push_command(images.Storage(tmp_path), "docker.io/library/m:1", Path("/a.tar"))
+    assert cmd[-3:] == ["push", "docker.io/library/m:1", "docker-archive:/a.tar:docker.io/library/m:1"]
