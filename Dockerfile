@@ -33,7 +33,8 @@ FROM python AS server-deps
 COPY --from=requirements /src/server.txt /tmp/requirements.txt
 RUN python -m venv /venv && /venv/bin/pip install -r /tmp/requirements.txt
 
-FROM python AS source
+# The sources alone, on scratch: every COPY layer holds only them (cheap with buildah's vfs driver).
+FROM scratch AS source
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY modeldeploy ./modeldeploy

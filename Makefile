@@ -25,11 +25,17 @@ k8s-binaries: install
 minio:
 	scripts/build-minio.sh >/dev/null
 
-test: install k8s-binaries minio
+# Debian packages of the real node and the image builds (containerd, runc, CNI plugins, buildah,
+# debootstrap, ...): apt-get installs only what is missing (root needed only then).
+.PHONY: node-packages
+node-packages:
+	scripts/install-node-packages.sh
+
+test: install k8s-binaries minio node-packages images
 	$(PY) -m pytest
 
 test-unit: install
-	$(PY) -m pytest -m "not cluster and not e2e"
+	$(PY) -m pytest -m "not cluster and not e2e and not images"
 
 # The whole story on this machine (root: the process node makes network namespaces).
 demo: install k8s-binaries
@@ -41,20 +47,25 @@ bench: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-# Operator images and install (needs Docker, kind and kubectl; not used by the test suite).
-IMAGE_TAG ?= 0.1.0
+# The node's images as docker archives under ~/.cache/modeldeploy/images (devcluster/images.py):
+# operator and server from the Dockerfile (docker build where a Docker engine answers, otherwise
+# buildah on a debootstrap base), pause, CoreDNS and MinIO from source. Reused while the tree is
+# unchanged. `modeldeploy cluster images --load SOCKET` also imports them into a containerd.
+.PHONY: images
+images: install
+	$(VENV)/bin/modeldeploy cluster images
+
+# Install on kind (needs Docker, kind and kubectl; not used by the test suite).
 KIND_CLUSTER ?= modeldeploy
 KUBECTL ?= kubectl
-.PHONY: images kind-up kind-load deploy undeploy
-images:
-	docker build --target operator -t modeldeploy-operator:$(IMAGE_TAG) .
-	docker build --target model-server -t modeldeploy-server:$(IMAGE_TAG) .
+.PHONY: kind-up kind-load deploy undeploy
 
 kind-up:
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
 
-kind-load: images
-	kind load docker-image --name $(KIND_CLUSTER) modeldeploy-operator:$(IMAGE_TAG) modeldeploy-server:$(IMAGE_TAG)
+kind-load: install
+	for archive in $$($(VENV)/bin/modeldeploy cluster images --product-only --paths); do \
+	    kind load image-archive --name $(KIND_CLUSTER) $$archive; done
 
 deploy:
 	$(KUBECTL) apply -k manifests/

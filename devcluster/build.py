@@ -178,7 +178,11 @@ def _locked(directory: Path) -> Iterator[None]:
     """Serialise builds of one cache directory between processes."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process building in %s", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

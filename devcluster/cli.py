@@ -1,4 +1,4 @@
-"""``modeldeploy cluster up|down|status|kubeconfig|kubectl``: thin click wrappers over ``Cluster``."""
+"""``modeldeploy cluster up|down|status|kubeconfig|kubectl|images``: thin click wrappers over ``Cluster`` and ``images``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from devcluster import build
+from devcluster import build, images
 from devcluster.cluster import Cluster, format_status
 from devcluster.process import ComponentError
 
@@ -79,3 +79,23 @@ def kubeconfig(state_dir: Path | None) -> None:
 def kubectl() -> None:
     """Print the path of the kubectl matching the control plane (building it if needed)."""
     click.echo(str(build.ensure_binaries().kubectl))
+
+
+@cluster.command(name="images")
+@click.option("--load", "address", default=None, metavar="SOCKET",
+              help="Also import them into the k8s.io namespace of the containerd at SOCKET.")
+@click.option("--snapshotter", default="overlayfs", show_default=True, help="The snapshotter to unpack them for (with --load).")
+@click.option("--product-only", is_flag=True, help="Only the operator and server images (e.g. for kind).")
+@click.option("--paths", is_flag=True, help="Print only the archive paths, one a line.")
+def images_command(address: str | None, snapshotter: str, product_only: bool, paths: bool) -> None:
+    """Build or reuse the node's images (docker archives, cached per source tree) and print them."""
+    started = time.monotonic()
+    try:
+        found = images.ensure_images(product_only=product_only)
+        loaded = images.load_images(found, address, snapshotter) if address else []
+    except images.ImageError as err:
+        raise click.ClickException(str(err)) from err
+    if paths:
+        click.echo("\n".join(str(path) for path in found.values()))
+        return
+    click.echo(images.format_images(found, loaded, time.monotonic() - started))

@@ -5,7 +5,8 @@ of ``debootstrap``, ``buildah``, ``docker`` and ``ctr``:
 
 - ``modeldeploy-operator`` and ``modeldeploy-server`` come from the project's Dockerfile (its
   ``operator`` and ``model-server`` targets): ``docker build`` where a Docker engine answers,
-  otherwise ``buildah bud`` on a ``python:3.11-slim-bookworm``-compatible base that debootstrap
+  otherwise ``buildah bud`` (overlay driver where the kernel allows, else vfs) on a
+  ``python:3.11-slim-bookworm``-compatible base that debootstrap
   makes from Debian's packages. Each archive is keyed by a hash of its build context, so an
   unchanged tree reuses it and any change to a copied file rebuilds it.
 - ``pause``, ``coredns`` and ``minio`` are single static binaries (built here with gcc and Go)
@@ -13,7 +14,10 @@ of ``debootstrap``, ``buildah``, ``docker`` and ``ctr``:
 
 Every image is cached as a ``docker-archive`` tar (what ``docker save`` writes): ``ctr images
 import`` names it after the archive's ``RepoTags``, normalised the way a Pod's ``image:`` is
-(``modeldeploy-server:0.1.0`` -> ``docker.io/library/modeldeploy-server:0.1.0``).
+(``modeldeploy-server:0.1.0`` -> ``docker.io/library/modeldeploy-server:0.1.0``). An
+``oci-archive`` would not do: ctr 1.6 records its ``org.opencontainers.image.ref.name``
+verbatim (``modeldeploy-server:0.1.0``, a name no Pod resolves to) and imports an archive
+without that annotation under no name at all.
 
 This module never touches the machine's default containerd or ``/var/lib/containers``: buildah
 keeps its state under the cache and ``load_images`` talks only to the socket it is given.
@@ -59,7 +63,7 @@ BASE_PACKAGES = ("ca-certificates", "passwd", "python-is-python3", "python3", "p
 BASE_REPOSITORY = "localhost/modeldeploy-python"
 NONROOT = 65532
 # The buildah state is dropped (and the next build is cold) once it grows past this.
-STORAGE_LIMIT_BYTES = 25 * 1024**3
+STORAGE_LIMIT_BYTES = 40 * 1024**3
 # Archives kept per image: one per recent source tree (worktrees share the cache).
 KEEP_ARCHIVES = 3
 _LOADED_LABEL = "modeldeploy.io/archive"
@@ -81,7 +85,7 @@ def normalize_reference(reference: str) -> str:
     ``registry.k8s.io/pause:3.10`` stays; a missing tag becomes ``:latest``.
     """
     name, _, digest = reference.partition("@")
-    first, slash, rest = name.partition("/")
+    first, slash, _rest = name.partition("/")
     if not slash:
         name = f"docker.io/library/{name}"
     elif not ("." in first or ":" in first or first == "localhost"):
@@ -259,15 +263,23 @@ def debootstrap_command(suite: str, packages: Sequence[str], rootfs: Path, mirro
     return ["debootstrap", "--variant=minbase", f"--include={','.join(sorted(packages))}", suite, str(rootfs), mirror]
 
 
-def buildah_command(storage: Path, *args: str) -> list[str]:
-    """``buildah`` on the vfs driver with its state in ``storage`` (not /var/lib/containers)."""
+@dataclass(frozen=True)
+class Storage:
+    """buildah's state: a directory of ours (never /var/lib/containers) and its storage driver."""
+
+    root: Path
+    driver: str = "vfs"
+
+
+def buildah_command(storage: Storage, *args: str) -> list[str]:
+    """``buildah`` on ``storage``'s driver with its state under ``storage.root``."""
     return [
-        "buildah", "--storage-driver", "vfs",
-        "--root", str(storage / "root"), "--runroot", str(storage / "run"), *args,
+        "buildah", "--storage-driver", storage.driver,
+        "--root", str(storage.root / "root"), "--runroot", str(storage.root / "run"), *args,
     ]
 
 
-def bud_command(storage: Path, context: Path, target: str, reference: str, base_image: str) -> list[str]:
+def bud_command(storage: Storage, context: Path, target: str, reference: str, base_image: str) -> list[str]:
     """``buildah bud`` of one Dockerfile target, reusing cached layers, reaching PyPI through the host's CAs."""
     return buildah_command(
         storage, "bud", "--layers", "--pull=never", "--network", "host",
@@ -277,9 +289,13 @@ def bud_command(storage: Path, context: Path, target: str, reference: str, base_
     )
 
 
-def buildah_push_command(storage: Path, reference: str, archive: Path) -> list[str]:
-    """Write ``reference`` from buildah's storage as a docker archive tagged ``reference``."""
-    return buildah_command(storage, "push", f"localhost/{reference}", f"docker-archive:{archive}:{reference}")
+def buildah_push_command(storage: Storage, name: str, archive: Path) -> list[str]:
+    """Write image ``name`` from buildah's storage as a docker archive tagged ``name`` only.
+
+    ``name`` is the normalised reference the build was tagged with: buildah writes every name
+    the image has into ``RepoTags``, and a short ``-t x:1`` would add ``localhost/x:1``.
+    """
+    return buildah_command(storage, "push", name, f"docker-archive:{archive}:{name}")
 
 
 def docker_build_command(context: Path, target: str, reference: str) -> list[str]:
@@ -328,6 +344,16 @@ def go_arch(machine: str | None = None) -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
 
 
+def parse_ldd(output: str) -> list[str]:
+    """The absolute library paths ``ldd`` lists (``libc.so.6 => /lib/...``, ``/lib64/ld-linux...``)."""
+    paths: list[str] = []
+    for line in output.splitlines():
+        target = line.split("=>", 1)[-1].strip().split(" (", 1)[0].strip()
+        if target.startswith("/"):
+            paths.append(target)
+    return paths
+
+
 # --- Pure: scratch images as docker archives ---------------------------------------------------
 
 
@@ -355,13 +381,18 @@ class FileEntry:
 
 
 def scratch_entries(extra: Sequence[FileEntry] = ()) -> list[FileEntry]:
-    """The common filesystem of the scratch images: passwd/group with ``nonroot``, /tmp, then ``extra``."""
+    """The common filesystem of the scratch images, then ``extra``.
+
+    passwd/group with ``nonroot``, an /etc/hosts naming localhost (a kubelet mounts its own over
+    it; ``ctr run`` does not), a world-writable /tmp.
+    """
     passwd = f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
     group = f"root:x:0:\nnonroot:x:{NONROOT}:\n"
     return [
         FileEntry("etc"),
         FileEntry("etc/passwd", 0o644, passwd.encode()),
         FileEntry("etc/group", 0o644, group.encode()),
+        FileEntry("etc/hosts", 0o644, b"127.0.0.1 localhost\n::1 localhost\n"),
         FileEntry("home"),
         FileEntry("home/nonroot", 0o700, uid=NONROOT, gid=NONROOT),
         FileEntry("tmp", 0o1777),
@@ -592,28 +623,53 @@ def product_key(root: Path, target: str, base: str) -> str:
     return context_key(dockerfile, target, base, context_files(root, sources, rules))
 
 
-def _storage() -> Path:
-    return images_dir() / "buildah"
+def _overlay_works(directory: Path) -> bool:
+    """Whether the kernel mounts an overlay here (not, e.g., when ``directory`` is on an overlay itself)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        lower, upper, work, merged = (Path(tmp) / name for name in ("lower", "upper", "work", "merged"))
+        for path in (lower, upper, work, merged):
+            path.mkdir()
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], capture_output=True).returncode:
+            return False
+        subprocess.run(["umount", str(merged)], capture_output=True)
+        return True
 
 
-def _trim_storage(storage: Path, limit: int = STORAGE_LIMIT_BYTES) -> None:
-    """Drop buildah's state when it outgrows ``limit`` (vfs copies every layer in full)."""
-    if not storage.exists():
+def buildah_storage() -> Storage:
+    """buildah's state under the cache: overlay where the kernel allows it, else vfs.
+
+    vfs copies the whole filesystem for every layer it commits, which makes each cached step of
+    the Dockerfile cost tens of seconds; overlay commits only the changes.
+    ``$MODELDEPLOY_BUILDAH_DRIVER`` forces one.
+    """
+    driver = os.environ.get("MODELDEPLOY_BUILDAH_DRIVER")
+    if not driver:
+        driver = "overlay" if os.geteuid() == 0 and _overlay_works(images_dir() / "probe") else "vfs"
+    return Storage(images_dir() / f"buildah-{driver}", driver)
+
+
+def _trim_storage(storage: Storage, limit: int = STORAGE_LIMIT_BYTES) -> None:
+    """Drop buildah's state when it outgrows ``limit`` (the next build is cold)."""
+    if not storage.root.exists():
         return
-    out = subprocess.run(["du", "-sxb", str(storage)], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["du", "-sxb", str(storage.root)], capture_output=True, text=True).stdout.split()
     if out and int(out[0]) > limit:
         logger.info("images: buildah storage is %.1f GB, dropping it", int(out[0]) / 1024**3)
-        shutil.rmtree(storage)
+        subprocess.run(buildah_command(storage, "rm", "--all"), capture_output=True)
+        subprocess.run(buildah_command(storage, "rmi", "--all", "--force"), capture_output=True)
+        shutil.rmtree(storage.root, ignore_errors=True)
 
 
-def _buildah_has_image(storage: Path, reference: str) -> bool:
+def _buildah_has_image(storage: Storage, reference: str) -> bool:
     cmd = buildah_command(storage, "inspect", "--type", "image", reference)
     return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
 def _build_with_buildah(root: Path, targets: Mapping[str, str], archives: Mapping[str, Path]) -> None:
     """Build the given (reference -> target) with buildah on the debootstrap base into ``archives``."""
-    storage = _storage()
+    storage = buildah_storage()
     log = images_dir() / "buildah.log"
     _trim_storage(storage)
     base, base_archive = ensure_base()
@@ -622,10 +678,11 @@ def _build_with_buildah(root: Path, targets: Mapping[str, str], archives: Mappin
     for reference, target in targets.items():
         started = time.monotonic()
         logger.info("images: buildah bud --target %s (log %s)", target, log)
-        _run(bud_command(storage, root, target, reference, base), log, cwd=root)
+        name = normalize_reference(reference)
+        _run(bud_command(storage, root, target, name, base), log, cwd=root)
         partial = archives[reference].with_name(archives[reference].name + ".partial")
         partial.unlink(missing_ok=True)
-        _run(buildah_push_command(storage, reference, partial), log)
+        _run(buildah_push_command(storage, name, partial), log)
         _replace(partial, archives[reference])
         logger.info("images: %s built in %.0fs", reference, time.monotonic() - started)
 
@@ -642,6 +699,8 @@ def _build_with_docker(root: Path, targets: Mapping[str, str], archives: Mapping
 
 def ensure_product_images(root: Path | None = None, use_docker: bool | None = None) -> dict[str, Path]:
     """The operator and server archives for the tree at ``root``, rebuilt only when their context changed.
+
+    Not locked: call it through ``ensure_images``.
 
     Args:
         root: the source tree (default: this checkout).
@@ -722,17 +781,30 @@ def ensure_minio_binary(root: Path | None = None) -> tuple[str, Path]:
     return binary.parent.name.removeprefix("minio-"), binary
 
 
+def binary_entries(binary: Path, name: str) -> list[FileEntry]:
+    """``binary`` at ``/name`` plus, when it is dynamically linked, the libraries ``ldd`` names."""
+    entries = [FileEntry(name, 0o755, binary)]
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    libraries = parse_ldd(proc.stdout) if proc.returncode == 0 else []
+    directories = sorted({str(Path(lib).parent).lstrip("/") for lib in libraries})
+    for directory in directories:
+        parts = Path(directory).parts
+        entries += [FileEntry("/".join(parts[: i + 1])) for i in range(len(parts))]
+    entries += [FileEntry(lib.lstrip("/"), 0o755, Path(lib).resolve()) for lib in libraries]
+    return list({entry.path: entry for entry in entries}.values())
+
+
 def pause_image() -> tuple[str, Path]:
     binary = ensure_pause_binary()
     config = ImageConfig(entrypoint=("/pause",), user="65535:65535")
-    return PAUSE_IMAGE, ensure_scratch_image(PAUSE_IMAGE, config, scratch_entries([FileEntry("pause", 0o755, binary)]))
+    return PAUSE_IMAGE, ensure_scratch_image(PAUSE_IMAGE, config, scratch_entries(binary_entries(binary, "pause")))
 
 
 def coredns_image() -> tuple[str, Path]:
     """CoreDNS as non-root: listening on 53 needs the pod sysctl ``net.ipv4.ip_unprivileged_port_start``."""
     binary = ensure_coredns_binary()
     config = ImageConfig(entrypoint=("/coredns",), exposed_ports=("53/tcp", "53/udp"))
-    return COREDNS_IMAGE, ensure_scratch_image(COREDNS_IMAGE, config, scratch_entries([FileEntry("coredns", 0o755, binary)]))
+    return COREDNS_IMAGE, ensure_scratch_image(COREDNS_IMAGE, config, scratch_entries(binary_entries(binary, "coredns")))
 
 
 def minio_image() -> tuple[str, Path]:
@@ -740,25 +812,35 @@ def minio_image() -> tuple[str, Path]:
     version, binary = ensure_minio_binary()
     reference = f"{MINIO_REPOSITORY}:{version}"
     config = ImageConfig(
-        entrypoint=("/minio",), cmd=("server", "/data"), exposed_ports=("9000/tcp",),
+        entrypoint=("/minio",), cmd=("server", "/data", "--console-address", ":9001"),
+        exposed_ports=("9000/tcp", "9001/tcp"),
         env=("PATH=/", "HOME=/home/nonroot", "MINIO_CI_CD=1"),
     )
-    entries = scratch_entries([FileEntry("minio", 0o755, binary), FileEntry("data", 0o755, uid=NONROOT, gid=NONROOT)])
+    entries = scratch_entries([*binary_entries(binary, "minio"), FileEntry("data", 0o755, uid=NONROOT, gid=NONROOT)])
     return reference, ensure_scratch_image(reference, config, entries)
 
 
 # --- Entry points ------------------------------------------------------------------------------
 
 
-def ensure_images(root: Path | None = None, use_docker: bool | None = None) -> dict[str, Path]:
+def ensure_images(root: Path | None = None, use_docker: bool | None = None, product_only: bool = False) -> dict[str, Path]:
     """Build whatever is missing and return {image reference: docker archive} for every node image.
 
     Safe to call from several processes at once: the builds are serialised by a lock on the
     cache directory; an unchanged tree returns in seconds.
+
+    Args:
+        root: the source tree the operator and server images are built from (default: this checkout).
+        use_docker: build those with ``docker build`` (default: when ``docker info`` answers).
+        product_only: only the operator and server images (e.g. for kind, which has its own pause
+            and CoreDNS).
+
+    Raises:
+        ImageError: a build step failed; its log is named.
     """
     with build._locked(images_dir()):
         found = dict(ensure_product_images(root, use_docker))
-        for make in (pause_image, coredns_image, minio_image):
+        for make in () if product_only else (pause_image, coredns_image, minio_image):
             reference, archive = make()
             found[reference] = archive
     return found

@@ -6,6 +6,7 @@ shares it with concurrent sessions, and stops it when the last session that star
 (unless ``--devcluster-keep``). ``node`` (session): the real node (kubelet, containerd,
 kube-proxy, CoreDNS) on it, with the project's images loaded. ``cordoned`` (module): the node
 cordoned for a module whose tests play the kubelet themselves on pods nothing schedules.
+``node_images`` (session): {image reference: docker archive} of every node image, built or reused.
 ``namespace`` (function): a fresh namespace, deleted afterwards. Tests using ``devcluster``
 are marked ``cluster`` automatically.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from devcluster import build
+from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
 
 _ROOT = pytest.StashKey[Path]()
@@ -95,6 +96,12 @@ def cordoned(devcluster: Cluster) -> Iterator[None]:
         finally:
             if plan is not None:
                 core.patch_node(plan.name, {"spec": {"unschedulable": False}})
+
+
+@pytest.fixture(scope="session")
+def node_images() -> dict[str, Path]:
+    """Every image the node runs, built or reused (``make images`` builds them before the tests)."""
+    return images.ensure_images()
 
 
 def namespace_name(test_name: str) -> str:
