@@ -37,8 +37,9 @@ test: install k8s-binaries minio node-packages images
 test-unit: install
 	$(PY) -m pytest -m "not cluster and not e2e and not images"
 
-# The whole story on this machine (root: the process node makes network namespaces).
-demo: install k8s-binaries
+# The whole story on this machine, as root (the node makes a bridge, iptables rules, mounts).
+# `make demo DEMO_FLAGS=--keep` leaves the cluster, operator and ModelDeployment running.
+demo: install k8s-binaries minio node-packages images
 	$(PY) -m modeldeploy.demo $(DEMO_FLAGS)
 
 bench: install

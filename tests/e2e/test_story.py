@@ -173,8 +173,10 @@ def test_policies_reject_and_override_end_to_end(operator: str, api: client.ApiC
     patch_md(api, ns, "iris", {"policies": [policies[0]]})
     wait_for(lambda: serving(api, ns, "iris", 1) and ready_pod_names(api, ns) != first,
              "a rollout without the override", timeout=300, interval=1)
-    plain = predict(url)
-    assert plain.status_code == 200 and plain.json()["prediction"]["species"] == "setosa"
+    # The old pod drains (it still answers while terminating) until kube-proxy drops its endpoint.
+    plain = wait_for(lambda: (r := predict(url)).status_code == 200 and r.json()["prediction"]["species"] == "setosa"
+                     and r, "the Service to answer from the new pod only", timeout=30)
+    assert "setosa-is-versicolor" not in str(plain.json().get("policies"))
 
 
 def test_operator_pod_killed_mid_rollout_pod_deletion_and_md_deletion_converge(
