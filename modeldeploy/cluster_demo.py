@@ -4,8 +4,9 @@ Builds or reuses the cluster and its node (images built from the Dockerfile and 
 containerd), installs the operator with ``kubectl apply -k manifests/``, runs MinIO in the
 cluster, trains and signs iris and uploads it, applies the ModelDeployment, predicts through
 the Service's ClusterIP and its DNS name, then applies tampered parameters and shows them
-refused while the old pods keep answering. Everything the demo started is removed at the end,
-unless ``keep`` leaves it running for ``kubectl``.
+refused while the old pods keep answering. At the end the demo's namespace goes, and the
+cluster too when the demo started it; the operator and the bucket stay on a cluster that was
+already running (others may use them). ``keep`` leaves everything running for ``kubectl``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
 from modeldeploy.demo import ROOT
 from modeldeploy.story import (
-    BUCKET_NAMESPACE, GROUP, OPERATOR_NAMESPACE, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
+    GROUP, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
     kubectl, md_condition, model_deployment, predict, publish, ready_endpoints, service_url, start_bucket,
 )
 
@@ -122,19 +123,12 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
     core = client.CoreV1Api(api)
 
     step(console, "Install the operator: kubectl apply -k manifests/ (two replicas, kopf peering)")
-    installed = exists(["-n", OPERATOR_NAMESPACE, "deployment/modeldeploy-operator"], cluster)
     with timed(console, "operator rolled out as the Pod of manifests/operator.yaml"):
         install_operator(cluster.kubectl, cluster.admin_kubeconfig)
-    if not installed and not keep:
-        stack.callback(kubectl, cluster.kubectl, cluster.admin_kubeconfig, "delete", "-k", str(ROOT / "manifests"),
-                       "--ignore-not-found", "--wait=false")
 
     step(console, "Train and sign iris; upload to MinIO in the cluster (the private key never enters the cluster)")
-    had_bucket = exists(["namespace", BUCKET_NAMESPACE], cluster)
     with timed(console, "MinIO running in the cluster"):
         bucket = start_bucket(api, cluster.kubectl, cluster.admin_kubeconfig, images.minio_image()[0])
-    if not had_bucket and not keep:
-        stack.callback(core.delete_namespace, BUCKET_NAMESPACE)
     with timed(console, "trained, signed, uploaded iris-1.0.0 and a tampered copy"):
         published = publish(work)
         prefix = bucket.upload(published, "demo")

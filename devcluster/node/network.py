@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+# The chains the kubelet itself keeps (``kube-proxy --cleanup`` removes only kube-proxy's).
+KUBELET_CHAINS = {"filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"), "nat": ("KUBE-KUBELET-CANARY",),
+                  "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")}
+IPTABLES = ("iptables", "ip6tables")
 
 
 class NetworkError(RuntimeError):
@@ -100,23 +105,42 @@ def setup(net: HostNetwork) -> dict[str, str]:
     return previous
 
 
+def jumps_to(rules: str, chains: tuple[str, ...]) -> list[list[str]]:
+    """The ``-D`` arguments that delete every rule of ``iptables -S`` output jumping to ``chains``."""
+    deletions = []
+    for line in rules.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["-A"] and len(words) > 2 and words[1] not in chains and words[-2:-1] == ["-j"] \
+                and words[-1] in chains:
+            deletions.append(["-D", *words[1:]])
+    return deletions
+
+
+def remove_chains(binary: str, table: str, chains: tuple[str, ...]) -> None:
+    """Delete the rules jumping to ``chains`` in ``table``, then flush and delete the chains (absent ones are fine)."""
+    for deletion in jumps_to(run(binary, "-w", "-t", table, "-S", check=False), chains):
+        run(binary, "-w", "-t", table, *deletion, check=False)
+    for chain in chains:
+        run(binary, "-w", "-t", table, "-F", chain, check=False)
+        run(binary, "-w", "-t", table, "-X", chain, check=False)
+
+
+def remove_kubelet_chains() -> None:
+    """Remove the kubelet's own iptables chains (``KUBE-FIREWALL``, the canaries) for IPv4 and IPv6."""
+    for binary in IPTABLES:
+        for table, chains in KUBELET_CHAINS.items():
+            remove_chains(binary, table, chains)
+
+
 def teardown(net: HostNetwork, previous_sysctls: dict[str, str] | None = None) -> None:
     """Remove what ``setup`` made (missing pieces are fine); restore the sysctls it changed."""
-    for hook in ("FORWARD", "OUTPUT"):
-        while _has_jump(hook, net.chain):
-            run("iptables", "-w", "-D", hook, "-j", net.chain)
-    run("iptables", "-w", "-F", net.chain, check=False)
-    run("iptables", "-w", "-X", net.chain, check=False)
+    remove_chains("iptables", "filter", (net.chain,))
     run("ip", "link", "delete", net.bridge, check=False)  # its address and the Service route go with it
     for key, value in (previous_sysctls or {}).items():
         try:
             sysctl_path(key).write_text(value)
         except OSError as err:
             logger.warning("could not restore %s=%s: %s", key, value, err)
-
-
-def _has_jump(hook: str, chain: str) -> bool:
-    return f"-j {chain}" in run("iptables", "-w", "-S", hook, check=False)
 
 
 def leftovers(net: HostNetwork) -> list[str]:
@@ -126,8 +150,10 @@ def leftovers(net: HostNetwork) -> list[str]:
         found.append(f"bridge {net.bridge}")
     if net.service_cidr in run("ip", "route", "show", check=False):
         found.append(f"route {net.service_cidr}")
-    if net.chain in run("iptables", "-w", "-S", check=False):
-        found.append(f"iptables chain {net.chain}")
-    nat = run("iptables", "-w", "-t", "nat", "-S", check=False)
-    found += [f"iptables nat chain {c}" for c in ("KUBE-SERVICES", "KUBE-POSTROUTING") if f"-N {c}" in nat]
+    for binary in IPTABLES:
+        for table in ("filter", "nat", "mangle"):
+            for line in run(binary, "-w", "-t", table, "-S", check=False).splitlines():
+                words = line.split()
+                if words[:1] == ["-N"] and (words[1].startswith(("KUBE-", "CNI-")) or words[1] == net.chain):
+                    found.append(f"{binary} {table} chain {words[1]}")
     return found

@@ -26,7 +26,7 @@ import yaml
 
 from devcluster import pki, process
 from devcluster.components import ProcessSpec
-from devcluster.node import config
+from devcluster.node import config, network
 from devcluster.node.config import NodeLayout, NodePlan
 from devcluster.process import Handle
 
@@ -118,6 +118,7 @@ def teardown(cluster: Cluster, node: NodeLayout, plan: NodePlan, handles: list[H
     if proxy := by_name.get("kube-proxy"):
         process.stop(proxy)
     subprocess.run([str(cluster.binaries.kube_proxy), "--cleanup"], capture_output=True, timeout=60)
+    network.remove_kubelet_chains()
     if containerd:
         process.stop(containerd)
     kill_leftover_shims(node)

@@ -83,3 +83,13 @@ def test_mount_points_below_a_directory_are_listed_deepest_first(tmp_path: Path)
 
     assert runtime.mounts_below(tmp_path) == []
     assert runtime.mounts_below(Path("/proc"))[-1] == "/proc"
+
+
+def test_chain_removal_deletes_only_the_jumps_into_those_chains() -> None:
+    rules = "\n".join([
+        "-P INPUT ACCEPT", "-N KUBE-FIREWALL", "-A INPUT -j KUBE-FIREWALL", "-A OUTPUT -j KUBE-FIREWALL",
+        "-A INPUT -s 10.1.0.0/16 -j ACCEPT",
+        '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block" -j DROP',
+    ])
+    assert network.jumps_to(rules, ("KUBE-FIREWALL",)) == [["-D", "INPUT", "-j", "KUBE-FIREWALL"],
+                                                           ["-D", "OUTPUT", "-j", "KUBE-FIREWALL"]]
