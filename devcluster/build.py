@@ -174,7 +174,7 @@ def _go(args: Sequence[str], cwd: Path, log: Path) -> str:
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[None]:
     """Serialise builds of one cache directory between processes."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("w") as handle:
@@ -206,7 +206,7 @@ def _build_into(directory: Path, go_mod: str, packages: Sequence[str], ldflags: 
 def build_kubernetes(version: str = K8S_VERSION) -> None:
     """Build kube-apiserver, -controller-manager, -scheduler and kubectl for ``version``."""
     directory = k8s_dir(version)
-    with _locked(directory):
+    with locked(directory):
         if all((directory / "bin" / cmd).exists() for cmd in KUBE_COMMANDS):
             return
         log = directory / "build.log"
@@ -228,7 +228,7 @@ def command_name(package: str) -> str:
 def build_tool(directory: Path, module: str, version: str, package: str, binary: str) -> Path:
     """Build one Go command (``package`` of ``module@version``) into ``directory/bin/binary``, once."""
     target = directory / "bin" / binary
-    with _locked(directory):
+    with locked(directory):
         if target.exists():
             return target
         go_mod = f"module modeldeploy.local/toolbuild\n\ngo 1.24.0\n\nrequire {module} {version}\n\ntool {package}\n"

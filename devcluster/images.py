@@ -759,16 +759,7 @@ def ensure_pause_binary() -> Path:
 
 def ensure_coredns_binary(version: str = COREDNS_VERSION) -> Path:
     """The static ``coredns`` binary, built once from the Go module proxy (like etcd)."""
-    directory = build.cache_root() / f"coredns-{version}"
-    binary = directory / "bin" / "coredns"
-    with build._locked(directory):
-        if not binary.exists():
-            go_mod = (
-                f"module modeldeploy.local/corednsbuild\n\ngo 1.26.0\n\n"
-                f"require {COREDNS_PACKAGE} {version}\n\ntool {COREDNS_PACKAGE}\n"
-            )
-            build._build_into(directory, go_mod, [COREDNS_PACKAGE], "-s -w")
-    return binary
+    return build.build_tool(build.cache_root() / f"coredns-{version}", COREDNS_PACKAGE, version, COREDNS_PACKAGE, "coredns")
 
 
 def ensure_minio_binary(root: Path | None = None) -> tuple[str, Path]:
@@ -801,9 +792,9 @@ def pause_image() -> tuple[str, Path]:
 
 
 def coredns_image() -> tuple[str, Path]:
-    """CoreDNS as non-root: listening on 53 needs the pod sysctl ``net.ipv4.ip_unprivileged_port_start``."""
+    """CoreDNS as non-root (so the cluster's Corefile listens on 1053; the ``kube-dns`` Service maps 53 to it)."""
     binary = ensure_coredns_binary()
-    config = ImageConfig(entrypoint=("/coredns",), exposed_ports=("53/tcp", "53/udp"))
+    config = ImageConfig(entrypoint=("/coredns",), exposed_ports=("1053/tcp", "1053/udp"))
     return COREDNS_IMAGE, ensure_scratch_image(COREDNS_IMAGE, config, scratch_entries(binary_entries(binary, "coredns")))
 
 
@@ -838,7 +829,7 @@ def ensure_images(root: Path | None = None, use_docker: bool | None = None, prod
     Raises:
         ImageError: a build step failed; its log is named.
     """
-    with build._locked(images_dir()):
+    with build.locked(images_dir()):
         found = dict(ensure_product_images(root, use_docker))
         for make in () if product_only else (pause_image, coredns_image, minio_image):
             reference, archive = make()

@@ -40,10 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "teardown: takes the session's cluster down; runs after every other test")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "devcluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+    if config.getoption("--devcluster-keep"):  # the cluster is to stay up: nothing may take it down
+        teardown = [item for item in items if item.get_closest_marker("teardown")]
+        if teardown:
+            config.hook.pytest_deselected(items=teardown)
+            items[:] = [item for item in items if item not in teardown]
     items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
 
 

@@ -121,9 +121,8 @@ def service_url(api: client.ApiClient, namespace: str, service: str) -> str:
 class Load:
     """Sequential predictions through a Service's ClusterIP, a new connection for each.
 
-    Each connection is balanced by kube-proxy on its own, as many clients' would be; the
-    answering pod (``X-Served-By`` is not a thing here, so the peer is unknown) is not tracked,
-    only what failed. Bounded by ``max_requests`` and ``max_seconds``.
+    kube-proxy balances each connection on its own, as it would many clients'. Counts the
+    answers and keeps every failure; bounded by ``max_requests`` and ``max_seconds``.
     """
 
     url: str

@@ -1,7 +1,7 @@
 """``cluster down`` leaves nothing behind: no process, mount, cgroup, bridge, route or iptables rule.
 
 Takes the session's cluster down, so it runs after every other test (marker ``teardown``);
-skipped with ``--devcluster-keep``.
+not collected under ``--devcluster-keep``, which asks for the cluster to stay up.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.teardown]
 
 
 def test_down_stops_everything_and_removes_mounts_bridge_routes_rules_and_cgroups(
-        devcluster: Cluster, node: str, request: pytest.FixtureRequest) -> None:
-    if request.config.getoption("--devcluster-keep"):
-        pytest.skip("--devcluster-keep: the cluster stays up")
+        devcluster: Cluster, node: str) -> None:
     handles, net = devcluster.handles(), devcluster.network
     assert net is not None and {f"kubelet-{node}", f"containerd-{node}", f"kube-proxy-{node}"} <= {h.name for h in handles}
     assert runtime.mounts_below(devcluster.root), "the node mounted pod volumes and container roots"

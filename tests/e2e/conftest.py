@@ -11,14 +11,14 @@ import pytest
 from kubernetes import client
 
 from devcluster import images
-from modeldeploy.story import Bucket, Published, install_operator, key_secret, publish, start_bucket
+from modeldeploy.story import OPERATOR, Bucket, Published, install_operator, key_secret, publish, start_bucket
 
 
 @pytest.fixture(scope="session")
 def operator(devcluster: Any, node: str) -> str:
     """The operator installed with ``kubectl apply -k manifests/`` and rolled out (two replicas, kopf peering)."""
     install_operator(devcluster.kubectl, devcluster.admin_kubeconfig)
-    return "modeldeploy-operator"
+    return OPERATOR
 
 
 @pytest.fixture(scope="session")

@@ -29,18 +29,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 
-def _skip_unless_runnable() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (containerd, runc)")
-    for tool in ("containerd", "ctr", "runc"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (scripts/install-node-packages.sh)")
+def _require_runtime() -> None:
+    """Fail with what is missing: `make test` installs containerd and runc and runs as root."""
+    assert os.geteuid() == 0, "the image tests run containers: run them as root (as `make test` in CI does)"
+    missing = [tool for tool in ("containerd", "ctr", "runc") if shutil.which(tool) is None]
+    assert not missing, f"{missing} not installed: run scripts/install-node-packages.sh (make node-packages)"
 
 
 @pytest.fixture(scope="session")
 def node_image_archives(request: pytest.FixtureRequest) -> dict[str, Path]:
-    """``node_images``, on a machine where containerd and runc can run them (skipped elsewhere)."""
-    _skip_unless_runnable()
+    """``node_images``, on a machine where containerd and runc can run them."""
+    _require_runtime()
     archives: dict[str, Path] = request.getfixturevalue("node_images")
     return archives
 
@@ -48,7 +47,7 @@ def node_image_archives(request: pytest.FixtureRequest) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def throwaway_containerd() -> Iterator[str]:
     """The socket of a containerd of our own, stopped and removed at the end."""
-    _skip_unless_runnable()
+    _require_runtime()
     root = Path(tempfile.mkdtemp(prefix="mdc-", dir="/tmp"))  # short: a socket path has 108 bytes
     (root / "config.toml").write_text(CONFIG.format(root=root))
     address = str(root / "containerd.sock")
