@@ -14,16 +14,13 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The requirement lists of both images, taken from pyproject.toml so there is one source of
-# truth. The operator needs only kopf, the Kubernetes client and the spec/render dependencies.
+# Each image installs exactly one dependency set of pyproject.toml: the operator `.[operator]`
+# (no FastAPI, scikit-learn or onnxruntime), the server `.[server]` (no kopf or Kubernetes client).
 FROM python AS requirements
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-keep = {'kopf', 'kubernetes', 'pydantic', 'click', 'pyyaml'}; \
-name = lambda d: d.split('>')[0].split('<')[0].split('=')[0].split('[')[0].strip().lower(); \
-open('operator.txt', 'w').write('\n'.join(d for d in deps if name(d) in keep) + '\n'); \
-open('server.txt', 'w').write('\n'.join(deps) + '\n')"
+COPY scripts/requirements.py ./scripts/
+RUN python scripts/requirements.py operator > operator.txt && python scripts/requirements.py server > server.txt
 
 FROM python AS operator-deps
 COPY --from=requirements /src/operator.txt /tmp/requirements.txt

@@ -40,7 +40,7 @@ test-unit: install
 # The whole story on this machine, as root (the node makes a bridge, iptables rules, mounts).
 # `make demo DEMO_FLAGS=--keep` leaves the cluster, operator and ModelDeployment running.
 demo: install k8s-binaries minio node-packages images
-	$(PY) -m modeldeploy.demo $(DEMO_FLAGS)
+	$(PY) -m devcluster.demo $(DEMO_FLAGS)
 
 bench: install
 	$(PY) -m bench
@@ -51,10 +51,10 @@ clean:
 # The node's images as docker archives under ~/.cache/modeldeploy/images (devcluster/images.py):
 # operator and server from the Dockerfile (docker build where a Docker engine answers, otherwise
 # buildah on a debootstrap base), pause, CoreDNS and MinIO from source. Reused while the tree is
-# unchanged. `modeldeploy cluster images --load SOCKET` also imports them into a containerd.
+# unchanged. `python -m devcluster images --load SOCKET` also imports them into a containerd.
 .PHONY: images
 images: install
-	$(VENV)/bin/modeldeploy cluster images
+	$(PY) -m devcluster images
 
 # Install on kind (needs Docker, kind and kubectl; not used by the test suite).
 KIND_CLUSTER ?= modeldeploy
@@ -65,7 +65,7 @@ kind-up:
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
 
 kind-load: install
-	for archive in $$($(VENV)/bin/modeldeploy cluster images --product-only --paths); do \
+	for archive in $$($(PY) -m devcluster images --product-only --paths); do \
 	    kind load image-archive --name $(KIND_CLUSTER) $$archive; done
 
 deploy:

@@ -30,7 +30,7 @@ from kubernetes import client, watch
 
 from devcluster import ensure_binaries
 from devcluster.cluster import default_state_dir, shared
-from model_operator.localrun import (
+from devcluster.localrun import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
     OperatorProcess,

@@ -82,7 +82,7 @@ def free_port() -> int:
 def signed_iris(workdir: Path) -> Path:
     """Train the iris example, sign it and write the verified manifest, as `fetch` would."""
     sys.path.insert(0, str(REPO))
-    from model_server import signing
+    from modeldeploy.params import signing
 
     model_dir = workdir / "iris"
     subprocess.run(

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from model_server import signing
+from modeldeploy.params import signing
 
 CHUNK = 1 << 20
 

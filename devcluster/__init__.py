@@ -1,4 +1,4 @@
-"""A local Kubernetes control plane (and process-level node) built from source, for tests and the demo."""
+"""The harness (run from a checkout, never installed): a local Kubernetes built from source with a real node, its images, and the stories `make demo` and the e2e tests run on it."""
 
 from devcluster.build import ETCD_VERSION, K8S_VERSION, Binaries, ensure_binaries, kubectl_path
 from devcluster.cluster import Cluster, default_state_dir, shared

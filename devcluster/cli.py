@@ -1,4 +1,4 @@
-"""``modeldeploy cluster up|down|status|kubeconfig|kubectl|images``: thin click wrappers over ``Cluster`` and ``images``."""
+"""``python -m devcluster up|down|status|kubeconfig|kubectl|images``: thin click wrappers over ``Cluster`` and ``images``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def kubeconfig(state_dir: Path | None) -> None:
     """Print the path of the admin kubeconfig."""
     target = Cluster(state_dir)
     if target.server is None:
-        raise click.ClickException(f"no cluster in {target.root}; run `modeldeploy cluster up`")
+        raise click.ClickException(f"no cluster in {target.root}; run `python -m devcluster up`")
     click.echo(str(target.admin_kubeconfig))
 
 

@@ -65,7 +65,7 @@ class ComponentStatus:
 
 
 def format_status(server: str | None, statuses: list[ComponentStatus]) -> str:
-    """Human-readable ``modeldeploy cluster status``."""
+    """Human-readable ``python -m devcluster status``."""
     if server is None:
         return "no cluster"
     lines = [f"server {server}"]
@@ -299,7 +299,7 @@ class Cluster:
     def _require_server(self) -> str:
         server = self.server
         if server is None:
-            raise RuntimeError(f"no cluster running in {self.root}; run `modeldeploy cluster up`")
+            raise RuntimeError(f"no cluster running in {self.root}; run `python -m devcluster up`")
         return server
 
     def kubeconfig_for_user(self, user: str, groups: list[str]) -> Path:
@@ -337,7 +337,7 @@ def shared(root: Path, owner: str, keep: bool = False, node_network: bool = Fals
     """Use the cluster in ``root`` together with other processes (e.g. parallel pytest runs).
 
     Reuses a healthy cluster or starts one marked as ``owner``'s. On exit, the last user
-    stops it, unless it was started by someone else (``modeldeploy cluster up``) or ``keep``.
+    stops it, unless it was started by someone else (``python -m devcluster up``) or ``keep``.
     """
     cluster = Cluster(root)
     cluster.root.mkdir(parents=True, exist_ok=True)

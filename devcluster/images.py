@@ -873,7 +873,7 @@ def load_images(archives: Mapping[str, Path], containerd_address: str, snapshott
 
 
 def format_images(found: Mapping[str, Path], loaded: Sequence[str], seconds: float) -> str:
-    """What ``modeldeploy cluster images`` prints: one line per image, then the time."""
+    """What ``python -m devcluster images`` prints: one line per image, then the time."""
     lines = []
     for reference, archive in found.items():
         name = normalize_reference(reference)

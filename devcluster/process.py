@@ -1,6 +1,6 @@
 """Start, probe and stop the processes of a ``ProcessSpec``.
 
-Every process runs in its own session (so it outlives ``modeldeploy cluster up`` and gets
+Every process runs in its own session (so it outlives ``python -m devcluster up`` and gets
 no terminal signals) with its output in its log file. A process is identified by pid *and*
 start time, so a recycled pid is never signalled.
 """

@@ -2,7 +2,7 @@
 
 from model_operator.conditions import set_condition
 from model_operator.render import Manifest, ObjectRef, render_all
-from model_operator.spec import ModelDeploymentSpec, SpecError, parse_spec
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from model_operator.status import compute_status
 
 __all__ = [

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from model_operator import conditions as cond
 from model_operator.kube import Kube
 from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
-from model_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
+from modeldeploy.contract.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 from model_operator.status import (
     Status,
     compute_status,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from model_operator.spec import ModelDeploymentSpec, Policy, SpecError
+from modeldeploy.contract.spec import ModelDeploymentSpec, Policy, SpecError
 
 Manifest = dict[str, Any]
 

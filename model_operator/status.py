@@ -20,7 +20,7 @@ from model_operator.render import (
     endpoint,
     selector_labels,
 )
-from model_operator.spec import ModelDeploymentSpec
+from modeldeploy.contract.spec import ModelDeploymentSpec
 
 Status = dict[str, Any]
 

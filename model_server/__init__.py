@@ -1,1 +1,1 @@
-"""The generic model server and the signed-parameters tooling its pods run."""
+"""The generic model server: loads verified parameters, serves predictions, applies policies."""

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model_server import signing
+from modeldeploy.params import signing
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card

@@ -2,37 +2,40 @@
 
 Each subcommand lives beside the code it drives; this module only maps names to
 import paths, so `modeldeploy fetch` in an init container never imports FastAPI
-or the Kubernetes client.
+or the Kubernetes client. A command is listed only where the dependency set it
+needs is installed (each image installs one set: `.[server]` or `.[operator]`).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import NamedTuple
 
 import click
 
-COMMANDS: dict[str, str] = {
-    "keygen": "model_server.cli:keygen",
-    "sign": "model_server.cli:sign",
-    "verify": "model_server.cli:verify",
-    "fetch": "model_server.cli:fetch",
-    "serve": "model_server.serve:serve",
-    "operator": "model_operator.cli:operator",
-    "cluster": "devcluster.cli:cluster",
-    "demo": "modeldeploy.demo:demo",
-    "loadtest": "modeldeploy.loadtest.cli:loadtest",
+
+class Command(NamedTuple):
+    """Where a subcommand lives, and a module of the dependency set it needs."""
+
+    target: str
+    needs: str
+
+
+COMMANDS: dict[str, Command] = {
+    "keygen": Command("modeldeploy.params.cli:keygen", "model_signing"),
+    "sign": Command("modeldeploy.params.cli:sign", "model_signing"),
+    "verify": Command("modeldeploy.params.cli:verify", "model_signing"),
+    "fetch": Command("modeldeploy.params.cli:fetch", "model_signing"),
+    "serve": Command("model_server.serve:serve", "fastapi"),
+    "operator": Command("model_operator.cli:operator", "kopf"),
+    "loadtest": Command("modeldeploy.loadtest.cli:loadtest", "httptools"),
 }
 
 
-# The harness a command drives beyond the package it lives in.
-REQUIRES: dict[str, str] = {"demo": "devcluster"}
-
-
 def installed(name: str) -> bool:
-    """Whether the packages command ``name`` needs are installed (an image carries only its product's)."""
-    packages = {COMMANDS[name].split(".", 1)[0], REQUIRES.get(name, COMMANDS[name].split(".", 1)[0])}
-    return all(importlib.util.find_spec(package) is not None for package in packages)
+    """Whether the dependency set command ``name`` needs is installed."""
+    return importlib.util.find_spec(COMMANDS[name].needs) is not None
 
 
 class LazyGroup(click.Group):
@@ -42,11 +45,11 @@ class LazyGroup(click.Group):
         return sorted(name for name in COMMANDS if installed(name))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None or not installed(cmd_name):
+        if cmd_name not in COMMANDS or not installed(cmd_name):
             return None
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        module_name, attr = COMMANDS[cmd_name].target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
 
 
 @click.group(cls=LazyGroup)

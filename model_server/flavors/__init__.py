@@ -14,7 +14,7 @@ import importlib
 from typing import Any, Protocol
 
 from model_server.modelcard import ModelCard
-from model_server.signing import VerifiedTree
+from modeldeploy.params.signing import VerifiedTree
 
 Row = dict[str, Any]
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from model_server.flavors import Row, columns_to_rows
 from model_server.modelcard import ModelCard
-from model_server.signing import VerifiedTree
+from modeldeploy.params.signing import VerifiedTree
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,

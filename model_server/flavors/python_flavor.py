@@ -21,7 +21,7 @@ from typing import Any
 
 from model_server.flavors import Row
 from model_server.modelcard import ModelCard
-from model_server.signing import FILE_NOT_SIGNED, VerificationError, VerifiedTree
+from modeldeploy.params.signing import FILE_NOT_SIGNED, VerificationError, VerifiedTree
 
 
 class PythonPredictor:

@@ -14,7 +14,7 @@ import numpy as np
 
 from model_server.flavors import Row, columns_to_rows
 from model_server.modelcard import ModelCard
-from model_server.signing import VerifiedTree
+from modeldeploy.params.signing import VerifiedTree
 
 
 class SklearnPredictor:

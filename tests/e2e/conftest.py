@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import images
-from modeldeploy.story import OPERATOR, Bucket, Published, install_operator, key_secret, publish, start_bucket
+from devcluster.story import OPERATOR, Bucket, Published, install_operator, key_secret, publish, start_bucket
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modeldeploy import demo
-from modeldeploy.cluster_demo import NAMESPACE
+from devcluster import demo
+from devcluster.cluster_demo import NAMESPACE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy.cli import main
 from modeldeploy.loadtest.target import TargetError, resolve_target
-from modeldeploy.story import GROUP, PLURAL, VERSION, model_deployment
+from devcluster.story import GROUP, PLURAL, VERSION, model_deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

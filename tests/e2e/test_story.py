@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modeldeploy.story import (
+from devcluster.story import (
     GROUP, OPERATOR_NAMESPACE, PLURAL, SAMPLE, VERSION, Load, Published, active_operator_pod, get_md, kubectl,
     md_condition, model_deployment, predict, ready_endpoints, service_url,
 )

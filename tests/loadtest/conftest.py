@@ -1,7 +1,7 @@
 """Fixtures: the iris example served by the real `modeldeploy serve` on a loopback port.
 
 The parameters directory is trained by examples/iris/train.py, then signed, verified and
-given its verified manifest through `model_server.signing`, as `modeldeploy fetch` leaves it.
+given its verified manifest through `modeldeploy.params.signing`, as `modeldeploy fetch` leaves it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_server import signing
+from modeldeploy.params import signing
 
 REPO = Path(__file__).resolve().parents[2]
 

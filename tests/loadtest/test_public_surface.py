@@ -13,4 +13,4 @@ def test_all_is_sorted_and_every_name_exists() -> None:
 def test_the_command_is_registered() -> None:
     from modeldeploy.cli import COMMANDS
 
-    assert COMMANDS["loadtest"] == "modeldeploy.loadtest.cli:loadtest"
+    assert COMMANDS["loadtest"].target == "modeldeploy.loadtest.cli:loadtest"

@@ -17,8 +17,8 @@ import pydantic
 import pytest
 import yaml
 
-from model_operator import spec as spec_module
-from model_operator.spec import SpecError, parse_spec
+from modeldeploy.contract import spec as spec_module
+from modeldeploy.contract.spec import SpecError, parse_spec
 
 ROOT = Path(__file__).parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "modeldeployment.yaml").read_text())

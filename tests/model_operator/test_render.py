@@ -23,7 +23,7 @@ from model_operator.render import (
     render_service,
     unwanted_children,
 )
-from model_operator.spec import SpecError, parse_spec
+from modeldeploy.contract.spec import SpecError, parse_spec
 
 TESTDATA = Path(__file__).parent / "testdata"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "iris" / "modeldeployment.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_operator.spec import SpecError, parse_spec
+from modeldeploy.contract.spec import SpecError, parse_spec
 
 MINIMAL = {
     "model": {"name": "iris", "version": "1.0.0"},

@@ -7,7 +7,7 @@ from typing import Any
 
 from model_operator.conditions import find
 from model_operator.render import SPEC_HASH_ANNOTATION, ObjectRef, render_deployment
-from model_operator.spec import parse_spec
+from modeldeploy.contract.spec import parse_spec
 from model_operator.status import (
     compute_status,
     fingerprint,
@@ -17,8 +17,8 @@ from model_operator.status import (
     status_changed,
     verification,
 )
-from model_server.fetch import termination_record
-from model_server.signing import VerificationError, VerifiedModel
+from modeldeploy.params.fetch import termination_record
+from modeldeploy.params.signing import VerificationError, VerifiedModel
 
 REF = ObjectRef("iris", "ml")
 NOW = "2026-01-01T00:00:00Z"

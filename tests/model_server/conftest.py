@@ -1,6 +1,6 @@
 """Fixtures for the model server: signed model directories of every flavor, and servers.
 
-Every directory is signed and verified through `model_server.signing`; the servers
+Every directory is signed and verified through `modeldeploy.params.signing`; the servers
 verify model.sig again with the session's public key (`server_support.PUBLIC_KEY`).
 """
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from server_support import PUBLIC_KEY, REPO, SETOSA, ServerProcess
 
-from model_server import signing
+from modeldeploy.params import signing
 
 sys.path.insert(0, str(REPO / "examples" / "iris"))
 

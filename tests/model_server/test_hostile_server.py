@@ -16,7 +16,7 @@ import pytest
 import yaml
 from server_support import PUBLIC_KEY, SETOSA, app_client
 
-from model_server import signing
+from modeldeploy.params import signing
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +76,7 @@ async def test_1_pickle_under_an_ignore_path_of_the_signature_is_refused(
     import subprocess
     import sys
 
-    from model_server import fetch
+    from modeldeploy.params import fetch
 
     flag = tmp_path / "pwned"
     model = copy_of(iris_dir, tmp_path / "m")

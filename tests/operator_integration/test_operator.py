@@ -22,15 +22,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from model_operator.localrun import (
+from devcluster.localrun import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
     OperatorProcess,
     install,
     restore,
 )
-from model_server.fetch import termination_record
-from model_server.signing import VerificationError, VerifiedModel
+from modeldeploy.params.fetch import termination_record
+from modeldeploy.params.signing import VerificationError, VerifiedModel
 from node.helpers import wait_for
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model_server import signing
+from modeldeploy.params import signing
 
 from .helpers import ROOT, Keys, make_keys
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from model_server import signing
+from modeldeploy.params import signing
 from modeldeploy.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

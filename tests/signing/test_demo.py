@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modeldeploy import demo
+from devcluster import demo
 
 
 def test_demo_installs_verified_parameters_and_refuses_tampering(capsys: pytest.CaptureFixture[str]) -> None:

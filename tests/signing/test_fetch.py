@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model_server import signing
+from modeldeploy.params import signing
 
 from .conftest import HttpServer
 from .helpers import Keys, assert_installed, assert_refused, cli, files_of, flip_byte, run_fetch, tar_gz

@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 
-from model_server import signing
+from modeldeploy.params import signing
 
 from .helpers import ROOT, Keys, assert_installed, assert_refused, files_of, flip_byte, run_fetch, tar_gz
 

@@ -20,9 +20,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from model_server import fetch as fetching
-from model_server import signing
-from model_server.signing import VerificationError
+from modeldeploy.params import fetch as fetching
+from modeldeploy.params import signing
+from modeldeploy.params.signing import VerificationError
 
 from .conftest import HttpServer
 from .helpers import Keys, assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from model_server import signing
-from model_server.signing import VerificationError
+from modeldeploy.params import signing
+from modeldeploy.params.signing import VerificationError
 
 from .helpers import Keys, cli, flip_byte, make_keys
 

@@ -1,4 +1,4 @@
-"""`make demo`: the whole story on a local cluster (``modeldeploy.cluster_demo``), and its offline act.
+"""`make demo`: the whole story on a local cluster (``devcluster.cluster_demo``), and its offline act.
 
 ``signing_story()`` runs in a temporary directory on this machine: the parameters are published
 as `iris-1.0.0.tar.gz` + `iris-1.0.0.tar.gz.sig` on a loopback HTTP server (standing in
@@ -10,11 +10,9 @@ destination empty.
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,10 +24,10 @@ import click
 from rich.console import Console
 from rich.panel import Panel
 
-from model_server import fetch, signing
-from model_server.signing import VerificationError
+from modeldeploy.params import fetch, signing
+from modeldeploy.params.signing import VerificationError
+from devcluster.story import ROOT, pack, write_keys
 
-ROOT = Path(__file__).resolve().parents[1]
 console = Console(highlight=False)
 
 
@@ -50,29 +48,6 @@ def serve_directory(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def write_keys(directory: Path) -> tuple[Path, Path, str]:
-    directory.mkdir()
-    key = signing.generate_key()
-    private, public = directory / "private.pem", directory / "public.pem"
-    private.write_bytes(signing.private_key_pem(key))
-    private.chmod(0o600)
-    public.write_bytes(signing.public_key_pem(key.public_key()))
-    return private, public, signing.fingerprint(key.public_key())
-
-
-def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None) -> Path:
-    """Tar the parameters (not the signature), optionally swapping some files' contents."""
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            if path.name == signing.SIGNATURE:
-                continue
-            data = (replace or {}).get(path.name, path.read_bytes())
-            info = tarfile.TarInfo(path.name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive
 
 
 def attempt(source: str, dest: Path, public_key: Path) -> dict[str, object]:
@@ -179,7 +154,7 @@ def demo(keep: bool) -> None:
 
 def main(keep: bool = False) -> int:
     """``make demo``: the whole story on the local cluster with its real node."""
-    from modeldeploy.cluster_demo import run
+    from devcluster.cluster_demo import run
 
     return run(console, keep)
 

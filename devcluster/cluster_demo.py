@@ -25,9 +25,8 @@ from rich.panel import Panel
 
 from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
-from modeldeploy.demo import ROOT
-from modeldeploy.story import (
-    GROUP, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
+from devcluster.story import (
+    GROUP, ROOT, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
     kubectl, md_condition, model_deployment, predict, publish, ready_endpoints, service_url, start_bucket,
 )
 
@@ -179,7 +178,7 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
     console.print(f"  old version kept answering: {load.ok} predictions, {len(load.failures)} failed")
     if keep:
         console.print(f"\n  left running: export KUBECONFIG={cluster.admin_kubeconfig}; "
-                      f"kubectl -n {NAMESPACE} get md,pods,svc  (stop: modeldeploy cluster down)")
+                      f"kubectl -n {NAMESPACE} get md,pods,svc  (stop: python -m devcluster down)")
     return not load.failures and load.ok > 0
 
 

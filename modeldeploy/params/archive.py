@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from model_server.signing import SOURCE_INVALID, UNSAFE_ARCHIVE, VerificationError
-from model_server.sources import CHUNK, Budget, safe_relative, write_chunks
+from modeldeploy.params.signing import SOURCE_INVALID, UNSAFE_ARCHIVE, VerificationError
+from modeldeploy.params.sources import CHUNK, Budget, safe_relative, write_chunks
 
 
 def unpack(archive: Path, target: Path, budget: Budget, max_expansion: float = 100.0) -> Path:

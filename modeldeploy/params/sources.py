@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from model_server.signing import (
+from modeldeploy.params.signing import (
     DEADLINE_EXCEEDED,
     DOWNLOAD_FAILED,
     SOURCE_INVALID,

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from model_server import fetch as fetching
-from model_server import signing, sources
+from modeldeploy.params import fetch as fetching
+from modeldeploy.params import signing, sources
 
 PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
 

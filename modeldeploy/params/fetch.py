@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from model_server import archive, signing, sources
-from model_server.signing import (
+from modeldeploy.params import archive, signing, sources
+from modeldeploy.params.signing import (
     DEADLINE_EXCEEDED,
     DESTINATION_INVALID,
     DIGEST_MISMATCH,

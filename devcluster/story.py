@@ -9,8 +9,10 @@ Talks to the API server and to cluster addresses only; starts no cluster process
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,9 +23,9 @@ import httpx
 import yaml
 from kubernetes import client
 
-from model_server import signing
-from modeldeploy.demo import ROOT, pack, write_keys
+from modeldeploy.params import signing
 
+ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 KEY_SECRET = "iris-signing-key"
 S3_SECRET = "bucket-credentials"
@@ -32,6 +34,30 @@ BUCKET = "models"
 OPERATOR_NAMESPACE = "modeldeploy-system"
 OPERATOR = "modeldeploy-operator"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def write_keys(directory: Path) -> tuple[Path, Path, str]:
+    """A fresh EC key pair in ``directory``: private and public PEM paths, and the fingerprint."""
+    directory.mkdir()
+    key = signing.generate_key()
+    private, public = directory / "private.pem", directory / "public.pem"
+    private.write_bytes(signing.private_key_pem(key))
+    private.chmod(0o600)
+    public.write_bytes(signing.public_key_pem(key.public_key()))
+    return private, public, signing.fingerprint(key.public_key())
+
+
+def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None) -> Path:
+    """Tar the parameters (not the signature), optionally swapping some files' contents."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            if path.name == signing.SIGNATURE:
+                continue
+            data = (replace or {}).get(path.name, path.read_bytes())
+            info = tarfile.TarInfo(path.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
 
 
 @dataclass(frozen=True)
