@@ -31,7 +31,15 @@ from devcluster.cluster import default_state_dir, shared
 from devcluster.node import NodeLayout
 from devcluster.node.runtime import shim_pids
 from devcluster.story import (
-    GROUP, PLURAL, VERSION, get_md, install_operator, key_secret, md_condition, model_deployment, publish,
+    GROUP,
+    PLURAL,
+    VERSION,
+    get_md,
+    install_operator,
+    key_secret,
+    md_condition,
+    model_deployment,
+    publish,
     start_bucket,
 )
 

@@ -22,9 +22,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from devcluster import build, pki, process
 from devcluster.components import ADMIN, CONTROL_PLANE, HOST, SERVICE_CIDR, Layout, Ports, control_plane
+from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from devcluster.node import addons, network, runtime
 from devcluster.node.config import NodeLayout, NodePlan
-from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from devcluster.process import Handle
 
 if TYPE_CHECKING:

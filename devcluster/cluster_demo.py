@@ -26,8 +26,23 @@ from rich.panel import Panel
 from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
 from devcluster.story import (
-    GROUP, ROOT, PLURAL, SAMPLE, VERSION, Load, get_md, install_operator, key_secret,
-    kubectl, md_condition, model_deployment, predict, publish, ready_endpoints, service_url, start_bucket,
+    GROUP,
+    PLURAL,
+    ROOT,
+    SAMPLE,
+    VERSION,
+    Load,
+    get_md,
+    install_operator,
+    key_secret,
+    kubectl,
+    md_condition,
+    model_deployment,
+    predict,
+    publish,
+    ready_endpoints,
+    service_url,
+    start_bucket,
 )
 
 NAMESPACE = "modeldeploy-demo"

@@ -24,9 +24,9 @@ import click
 from rich.console import Console
 from rich.panel import Panel
 
+from devcluster.story import ROOT, pack, write_keys
 from modeldeploy.params import fetch, signing
 from modeldeploy.params.signing import VerificationError
-from devcluster.story import ROOT, pack, write_keys
 
 console = Console(highlight=False)
 

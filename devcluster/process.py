@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devcluster.components import ProcessSpec, Probe
+from devcluster.components import Probe, ProcessSpec
 
 STOP_TIMEOUT = 10.0
 POLL = 0.1

@@ -23,10 +23,10 @@ import httpx
 import yaml
 from kubernetes import client
 
+from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params import signing
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 KEY_SECRET = "iris-signing-key"
 S3_SECRET = "bucket-credentials"
 BUCKET_NAMESPACE = "modeldeploy-bucket"

@@ -2,8 +2,8 @@
 
 from model_operator.conditions import set_condition
 from model_operator.render import Manifest, ObjectRef, render_all
-from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from model_operator.status import compute_status
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 
 __all__ = [
     "Manifest",

@@ -27,7 +27,6 @@ from kubernetes.client.exceptions import ApiException
 from model_operator import conditions as cond
 from model_operator.kube import Kube
 from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
-from modeldeploy.contract.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 from model_operator.status import (
     Status,
     compute_status,
@@ -36,6 +35,8 @@ from model_operator.status import (
     spec_error_status,
     status_changed,
 )
+from modeldeploy.contract.api import GROUP, PLURAL, VERSION
+from modeldeploy.contract.spec import SpecError, parse_spec
 
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0

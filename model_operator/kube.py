@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from model_operator.render import Manifest
-from modeldeploy.contract.spec import GROUP, PLURAL, VERSION
+from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "modeldeploy-operator"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from modeldeploy.contract.api import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
 from modeldeploy.contract.spec import ModelDeploymentSpec, Policy, SpecError
 
 Manifest = dict[str, Any]
@@ -30,8 +31,6 @@ RUN_AS = 65532
 DEFAULT_MAX_BYTES = 10 << 30
 VOLUME_MARGIN = 64 << 20  # signature, fetch's marker, filesystem overhead
 
-SPEC_HASH_ANNOTATION = "modeldeploy.io/spec-hash"
-MANAGED_BY = "modeldeploy"
 APP_NAME = "model-server"
 INIT_CONTAINER = "fetch"
 SERVER_CONTAINER = "server"
@@ -68,7 +67,7 @@ def labels(ref: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, str]:
         **selector_labels(ref),
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/version": spec.model.version,
-        "modeldeploy.io/model": spec.model.name,
+        MODEL_LABEL: spec.model.name,
     }
 
 

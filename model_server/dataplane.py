@@ -47,7 +47,7 @@ def validation_messages(err: ValidationError) -> list[str]:
 class Prediction:
     """One output row and the policies that changed it."""
 
-    __slots__ = ("output", "applied")
+    __slots__ = ("applied", "output")
 
     def __init__(self, output: Row, applied: list[dict[str, Any]]) -> None:
         self.output = output

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.params import signing
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
 from model_server.policies import PolicySet, compile_policies
+from modeldeploy.params import signing
 
 logger = logging.getLogger(__name__)
 

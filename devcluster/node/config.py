@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.build import Binaries
-from devcluster.components import HOST, SERVICE_CIDR, Layout, ProcessSpec, Probe
+from devcluster.components import HOST, SERVICE_CIDR, Layout, Probe, ProcessSpec
 
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"

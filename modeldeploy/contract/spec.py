@@ -11,11 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-GROUP = "modeldeploy.io"
-VERSION = "v1alpha1"
-KIND = "ModelDeployment"
-PLURAL = "modeldeployments"
-
 
 class SpecError(ValueError):
     """The spec cannot be rendered; retrying will not help until the user changes it."""

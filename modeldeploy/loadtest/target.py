@@ -18,9 +18,9 @@ from typing import Any, cast
 
 import httpx
 
+from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.loadtest.engine import Endpoint
 
-GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 PORT_NAME = "http"
 MD_PREFIXES = ("md/", "modeldeployment/", "modeldeployments/")

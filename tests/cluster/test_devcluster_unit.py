@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from devcluster import build, pki, process
 from devcluster.cluster import ComponentStatus, format_status, free_ports
-from devcluster.components import ProcessSpec, Probe
+from devcluster.components import Probe, ProcessSpec
 from devcluster.kubeconfig import render_kubeconfig
 from devcluster.pytest_plugin import namespace_name
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from devcluster.story import GROUP, PLURAL, VERSION, model_deployment
 from modeldeploy.cli import main
 from modeldeploy.loadtest.target import TargetError, resolve_target
-from devcluster.story import GROUP, PLURAL, VERSION, model_deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

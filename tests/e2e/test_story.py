@@ -9,12 +9,25 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from node.helpers import wait_for
 
 from devcluster.story import (
-    GROUP, OPERATOR_NAMESPACE, PLURAL, SAMPLE, VERSION, Load, Published, active_operator_pod, get_md, kubectl,
-    md_condition, model_deployment, predict, ready_endpoints, service_url,
+    GROUP,
+    OPERATOR_NAMESPACE,
+    PLURAL,
+    SAMPLE,
+    VERSION,
+    Load,
+    Published,
+    active_operator_pod,
+    get_md,
+    kubectl,
+    md_condition,
+    model_deployment,
+    predict,
+    ready_endpoints,
+    service_url,
 )
-from node.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from model_operator.conditions import find
 from model_operator.render import SPEC_HASH_ANNOTATION, ObjectRef, render_deployment
-from modeldeploy.contract.spec import parse_spec
 from model_operator.status import (
     compute_status,
     fingerprint,
@@ -17,6 +16,7 @@ from model_operator.status import (
     status_changed,
     verification,
 )
+from modeldeploy.contract.spec import parse_spec
 from modeldeploy.params.fetch import termination_record
 from modeldeploy.params.signing import VerificationError, VerifiedModel
 

@@ -22,7 +22,7 @@ from modeldeploy.params import signing
 
 sys.path.insert(0, str(REPO / "examples" / "iris"))
 
-import train as iris_train  # noqa: E402  (examples/iris/train.py)
+import train as iris_train
 
 
 @pytest.fixture(scope="session")

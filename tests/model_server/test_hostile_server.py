@@ -136,7 +136,7 @@ async def test_2_forged_verified_manifest_does_not_make_a_pickle_load(
     flag = tmp_path / "pwned"
     model = copy_of(iris_dir, tmp_path / "m")
     joblib.dump(Canary(flag), model / "model.joblib")
-    digest = signing._digest("sha256", (model / "model.joblib").read_bytes())  # noqa: SLF001
+    digest = signing._digest("sha256", (model / "model.joblib").read_bytes())
     (model / "verified-manifest.json").write_text(json.dumps({"files": {"model.joblib": digest}}))
     assert "FilesDiffer" in await load_error(model)
     assert not flag.exists()

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from node.helpers import wait_for
 
 from devcluster.localrun import (
     OPERATOR_NAMESPACE,
@@ -29,11 +30,10 @@ from devcluster.localrun import (
     install,
     restore,
 )
+from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params.fetch import termination_record
 from modeldeploy.params.signing import VerificationError, VerifiedModel
-from node.helpers import wait_for
 
-GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 SERVER_IMAGE = "modeldeploy-server:test"
 FINGERPRINT = "sha256:" + "ab" * 32
 

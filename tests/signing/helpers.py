@@ -11,8 +11,8 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from modeldeploy.params import signing
 from modeldeploy.cli import main
+from modeldeploy.params import signing
 
 ROOT = Path(__file__).resolve().parents[2]
 
