@@ -17,6 +17,7 @@ import pydantic
 import pytest
 import yaml
 
+from modeldeploy.contract import api
 from modeldeploy.contract import spec as spec_module
 from modeldeploy.contract.spec import SpecError, parse_spec
 
@@ -86,8 +87,8 @@ def minimal(**extra: Any) -> dict[str, Any]:
 def test_crd_names_match_the_api() -> None:
     names = CRD["spec"]["names"]
     assert CRD["metadata"]["name"] == "modeldeployments.modeldeploy.io"
-    assert (CRD["spec"]["group"], VERSION["name"]) == (spec_module.GROUP, spec_module.VERSION)
-    assert (names["kind"], names["plural"], names["shortNames"]) == (spec_module.KIND, spec_module.PLURAL, ["md"])
+    assert (CRD["spec"]["group"], VERSION["name"]) == (api.GROUP, api.VERSION)
+    assert (names["kind"], names["plural"], names["shortNames"]) == (api.KIND, api.PLURAL, list(api.SHORT_NAMES))
 
 
 def test_schema_is_structural() -> None:
@@ -129,7 +130,7 @@ def test_every_cel_rule_compiles() -> None:
 def test_iris_example_is_admitted() -> None:
     docs = [d for d in yaml.safe_load_all((ROOT / "examples/iris/modeldeployment.yaml").read_text()) if d]
     example = next(d for d in docs if d["kind"] == "ModelDeployment")
-    assert example["apiVersion"] == f"{spec_module.GROUP}/{spec_module.VERSION}"
+    assert example["apiVersion"] == api.API_VERSION
     assert admit(example["spec"]) == []
     parse_spec(example["spec"])
 
