@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-unit demo bench clean
+.PHONY: install test test-unit demo bench clean crds lint
 
 install: $(VENV)/.installed
 
@@ -31,8 +31,18 @@ minio:
 node-packages:
 	scripts/install-node-packages.sh
 
-test: install k8s-binaries minio node-packages images
+test: install lint k8s-binaries minio node-packages images
 	$(PY) -m pytest
+
+# The CRD's schema is generated from the contract's types (modeldeploy/contract); a test checks it.
+crds: install
+	$(PY) -m modeldeploy.contract.crd > crds/modeldeployment.yaml
+
+# The layers (import-linter), ruff and mypy --strict on the product packages.
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check modeldeploy model_operator model_server
+	$(VENV)/bin/mypy
 
 test-unit: install
 	$(PY) -m pytest -m "not cluster and not e2e and not images"

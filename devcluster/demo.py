@@ -10,7 +10,6 @@ destination empty.
 from __future__ import annotations
 
 import http.server
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,9 @@ from rich.console import Console
 from rich.panel import Panel
 
 from devcluster.story import ROOT, pack, write_keys
+from modeldeploy.contract.pod import TerminationRecord
 from modeldeploy.params import fetch, signing
-from modeldeploy.params.signing import VerificationError
+from modeldeploy.params.errors import ParametersError, VerificationError
 
 console = Console(highlight=False)
 
@@ -50,11 +50,11 @@ def serve_directory(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
         server.server_close()
 
 
-def attempt(source: str, dest: Path, public_key: Path) -> dict[str, object]:
+def attempt(source: str, dest: Path, public_key: Path) -> TerminationRecord:
     """One init-container run: the termination record it would leave."""
     try:
-        result: signing.VerifiedModel | VerificationError = fetch.fetch(source, dest, public_key)
-    except VerificationError as err:
+        result: signing.VerifiedModel | ParametersError = fetch.fetch(source, dest, public_key)
+    except ParametersError as err:
         result = err
     return fetch.termination_record(source, result, signing.fingerprint(signing.load_public_key(public_key)))
 
@@ -63,13 +63,13 @@ def step(title: str) -> None:
     console.print(f"\n[bold cyan]▶ {title}[/]")
 
 
-def show_record(record: dict[str, object], dest: Path) -> None:
+def show_record(record: TerminationRecord, dest: Path) -> None:
     """The outcome, what DEST holds, and the termination log the operator would read."""
-    mark = "[green]✓ verified[/]" if record["verified"] else "[red]✗ refused[/]"
+    mark = "[green]✓ verified[/]" if record.verified else "[red]✗ refused[/]"
     contents = sorted(p.name for p in dest.iterdir()) if dest.exists() else []
-    console.print(f"  {mark}  [bold]{record['reason']}[/]: {record['message']}")
+    console.print(f"  {mark}  [bold]{record.reason}[/]: {record.message}")
     console.print(f"  {dest.name}/ holds: {', '.join(contents) or '[bold]nothing[/]'}")
-    console.print(f"  [dim]termination log: {json.dumps(record, sort_keys=True)}[/]", soft_wrap=True)
+    console.print(f"  [dim]termination log: {record.line()}[/]", soft_wrap=True)
 
 
 def signing_story() -> int:
@@ -133,7 +133,7 @@ def signing_story() -> int:
         except VerificationError as err:
             console.print(f"  [red]✗ refused[/]  {err}")
 
-        refused = not tampered["verified"] and not wrong["verified"]
+        refused = not tampered.verified and not wrong.verified
         console.print(
             Panel.fit(
                 "[green]demo passed: verified parameters installed, every tampered input refused[/]"

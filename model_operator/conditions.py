@@ -1,30 +1,38 @@
 """Kubernetes-style status conditions as a pure merge; no API calls, no clock reads.
 
-Condition types and reasons are CamelCase constants so users (and tests) can match on them.
+Condition types live in the contract (`modeldeploy.contract.status`), reasons in
+`modeldeploy.contract.reasons`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-Condition = dict[str, Any]
+from pydantic import ValidationError
 
-PARAMETERS_VERIFIED = "ParametersVerified"
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
-READY = "Ready"
+from modeldeploy.contract.status import CONDITION_TYPES, Condition, ConditionStatus, find
 
-TYPES = (PARAMETERS_VERIFIED, AVAILABLE, PROGRESSING, READY)
+
+def parse_conditions(stored: Iterable[Mapping[str, Any]]) -> list[Condition]:
+    """The conditions of a stored status; entries that are not conditions (hand-edited) are dropped."""
+    conditions = []
+    for entry in stored:
+        try:
+            conditions.append(Condition.model_validate(entry))
+        except ValidationError:
+            continue
+    return conditions
 
 
 def set_condition(
     conditions: list[Condition],
     type_: str,
-    status: str,
+    status: ConditionStatus,
     reason: str,
     message: str,
     now: str,
-    observed_generation: int | None = None,
+    observed_generation: int,
 ) -> list[Condition]:
     """Return `conditions` with `type_` set, keeping `lastTransitionTime` if the status is unchanged.
 
@@ -38,35 +46,29 @@ def set_condition(
         observed_generation: the spec generation the condition describes.
 
     Returns:
-        A new list, in `TYPES` order first, then any other types as found.
+        A new list, in `CONDITION_TYPES` order first, then any other types as found.
     """
     previous = find(conditions, type_)
-    unchanged = previous is not None and previous.get("status") == status
-    condition: Condition = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": previous.get("lastTransitionTime", now) if previous and unchanged else now,
-    }
-    if observed_generation is not None:
-        condition["observedGeneration"] = observed_generation
-    merged = {c["type"]: c for c in conditions if c.get("type") != type_}
+    unchanged = previous is not None and previous.status == status
+    condition = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=previous.last_transition_time if previous and unchanged else now,
+        observed_generation=observed_generation,
+    )
+    merged = {c.type: c for c in conditions if c.type != type_}
     merged[type_] = condition
-    known = [merged.pop(t) for t in TYPES if t in merged]
+    known = [merged.pop(t) for t in CONDITION_TYPES if t in merged]
     return known + list(merged.values())
-
-
-def find(conditions: list[Condition], type_: str) -> Condition | None:
-    """The condition of `type_`, or None."""
-    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 def transitions(old: list[Condition], new: list[Condition]) -> list[Condition]:
     """Conditions in `new` whose status or reason differs from `old` (what deserves an event)."""
     changed = []
     for condition in new:
-        before = find(old, condition["type"])
-        if before is None or (before.get("status"), before.get("reason")) != (condition["status"], condition["reason"]):
+        before = find(old, condition.type)
+        if before is None or (before.status, before.reason) != (condition.status, condition.reason):
             changed.append(condition)
     return changed

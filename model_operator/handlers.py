@@ -26,16 +26,17 @@ from kubernetes.client.exceptions import ApiException
 
 from model_operator import conditions as cond
 from model_operator.kube import Kube
-from model_operator.render import MANAGED_BY, ObjectRef, render_all, unwanted_children
+from model_operator.render import ObjectRef, render_all, unwanted_children
 from model_operator.status import (
-    Status,
     compute_status,
     fingerprint,
     reports_fetch,
     spec_error_status,
     status_changed,
 )
-from modeldeploy.contract.api import GROUP, PLURAL, VERSION
+from modeldeploy.contract import reasons
+from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
+from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 from modeldeploy.contract.spec import SpecError, parse_spec
 
 RESYNC_SECONDS = 300.0
@@ -56,7 +57,7 @@ CHILD_RESOURCES = (
 class Outcome:
     """What one reconcile did: the new status, a spec problem if any, the children as stored."""
 
-    status: Status
+    status: ModelDeploymentStatus
     problem: str | None = None
     applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
@@ -135,7 +136,7 @@ async def reconcile(
     meta = body["metadata"]
     ref = ObjectRef(meta["name"], meta["namespace"])
     generation = int(meta.get("generation", 0))
-    old_conditions = list((body.get("status") or {}).get("conditions") or [])
+    old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     kube: Kube = memo.kube
     async with memo.locks[meta["uid"]], memo.slots:
         started = time.monotonic()
@@ -161,7 +162,7 @@ async def reconcile(
                 raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
             message = f"the API server rejected a child: {_api_message(err)}"
             logger.warning("%s", message)
-            return Outcome(spec_error_status(generation, old_conditions, message, _now(), "ChildRejected"), message)
+            return Outcome(spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED), message)
     status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)
@@ -179,17 +180,17 @@ def _api_message(err: ApiException) -> str:
 
 
 def _post_events(body: kopf.Body, outcome: Outcome) -> None:
-    old = list((body.get("status") or {}).get("conditions") or [])
-    for condition in cond.transitions(old, outcome.status["conditions"]):
-        bad = condition["status"] == "False" and condition["type"] in (cond.READY, cond.PARAMETERS_VERIFIED)
+    old = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
+    for condition in cond.transitions(old, outcome.status.conditions):
+        bad = condition.status == "False" and condition.type in (READY, PARAMETERS_VERIFIED)
         post = kopf.warn if bad else kopf.info
-        post(body, reason=condition["reason"], message=f"{condition['type']}={condition['status']}: {condition['message']}")
+        post(body, reason=condition.reason, message=f"{condition.type}={condition.status}: {condition.message}")
 
 
 def _write_status(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
     _post_events(body, outcome)
     if status_changed(body.get("status"), outcome.status):
-        patch.status.update(outcome.status)
+        patch.status.update(outcome.status.patch())
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -247,7 +248,7 @@ async def _refresh_owner(
         kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
     _post_events(owner, outcome)
     if status_changed(owner.get("status"), outcome.status):
-        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status)
+        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status.patch())
 
 
 def _child_handler(group: str, version: str, plural: str) -> None:

@@ -16,24 +16,32 @@ from typing import Any
 import yaml
 
 from modeldeploy.contract.api import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
-from modeldeploy.contract.spec import ModelDeploymentSpec, Policy, SpecError
+from modeldeploy.contract.pod import (
+    CONFIG_KEY,
+    CONFIG_PATH,
+    HEALTH_LIVE,
+    HEALTH_READY,
+    HEALTH_STARTUP,
+    INIT_CONTAINER,
+    KEYS_DIR,
+    MODEL_DIR,
+    MODEL_ROOT,
+    PORT_NAME,
+    RUN_AS,
+    SERVER_CONTAINER,
+    SERVER_PORT,
+    TERMINATION_LOG,
+    FetchArgs,
+    ServeArgs,
+    ServerConfig,
+)
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError
 
 Manifest = dict[str, Any]
 
-MODEL_ROOT = "/var/lib/modeldeploy"
-MODEL_DIR = f"{MODEL_ROOT}/model"
-KEYS_DIR = "/etc/modeldeploy/keys"
-CONFIG_DIR = "/etc/modeldeploy"
-CONFIG_KEY = "server.yaml"
-SERVER_PORT = 8000
-TERMINATION_LOG = "/dev/termination-log"
-RUN_AS = 65532
 DEFAULT_MAX_BYTES = 10 << 30
 VOLUME_MARGIN = 64 << 20  # signature, fetch's marker, filesystem overhead
-
 APP_NAME = "model-server"
-INIT_CONTAINER = "fetch"
-SERVER_CONTAINER = "server"
 
 
 @dataclass(frozen=True)
@@ -80,17 +88,12 @@ def _meta(ref: ObjectRef, spec: ModelDeploymentSpec, name: str) -> dict[str, Any
     return {"name": name, "namespace": ref.namespace, "labels": labels(ref, spec)}
 
 
-def _policy(policy: Policy) -> dict[str, Any]:
-    return policy.model_dump(by_alias=True, exclude_none=True)
-
-
 def server_config(spec: ModelDeploymentSpec) -> str:
-    """The model server's `server.yaml` (contract 3): request limit and policies."""
-    config: dict[str, Any] = {}
+    """The model server's `server.yaml` (the contract's `ServerConfig`): request limit and policies."""
+    config = ServerConfig(policies=spec.policies)
     if spec.max_request_bytes is not None:
-        config["maxRequestBytes"] = spec.max_request_bytes
-    config["policies"] = [_policy(policy) for policy in spec.policies]
-    return str(yaml.safe_dump(config, sort_keys=False))
+        config = ServerConfig(max_request_bytes=spec.max_request_bytes, policies=spec.policies)
+    return str(yaml.safe_dump(config.document(), sort_keys=False))
 
 
 def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
@@ -113,21 +116,19 @@ def model_volume_limit(spec: ModelDeploymentSpec) -> int:
     return 2 * max_bytes(spec) + VOLUME_MARGIN
 
 
-def _fetch_command(spec: ModelDeploymentSpec) -> list[str]:
+def fetch_args(spec: ModelDeploymentSpec) -> FetchArgs:
+    """The init container's command line for this spec."""
     params = spec.parameters
-    command = [
-        "modeldeploy", "fetch", params.source,
-        "--dest", MODEL_DIR,
-        "--public-key", f"{KEYS_DIR}/{params.public_key.key}",
-        "--termination-log", TERMINATION_LOG,
-        "--max-bytes", str(max_bytes(spec)),
-        "--deadline", str(spec.probes.max_load_seconds),
-    ]
-    if params.signature:
-        command += ["--signature-uri", params.signature]
-    if params.sha256:
-        command += ["--sha256", params.sha256]
-    return command
+    return FetchArgs(
+        source=params.source,
+        dest=MODEL_DIR,
+        public_key=f"{KEYS_DIR}/{params.public_key.key}",
+        termination_log=TERMINATION_LOG,
+        max_bytes=max_bytes(spec),
+        deadline=spec.probes.max_load_seconds,
+        signature_uri=params.signature,
+        sha256=params.sha256,
+    )
 
 
 def _container_security() -> dict[str, Any]:
@@ -142,7 +143,7 @@ def _container_security() -> dict[str, Any]:
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": PORT_NAME},
         "periodSeconds": period,
         "timeoutSeconds": min(period, 5),
         "failureThreshold": failures,
@@ -153,22 +154,22 @@ def _probes(spec: ModelDeploymentSpec) -> dict[str, Any]:
     period = spec.probes.period_seconds
     return {
         "startupProbe": _http_probe(
-            "/api/health/startup", period, max(1, math.ceil(spec.probes.max_load_seconds / period))
+            HEALTH_STARTUP, period, max(1, math.ceil(spec.probes.max_load_seconds / period))
         ),
-        "readinessProbe": _http_probe("/api/health/ready", period, 3),
-        "livenessProbe": _http_probe("/api/health", period * 2, 3),
+        "readinessProbe": _http_probe(HEALTH_READY, period, 3),
+        "livenessProbe": _http_probe(HEALTH_LIVE, period * 2, 3),
     }
 
 
 def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
-    return {kind: dict(quantities) for kind, quantities in spec.resources.items()}
+    return spec.resources.model_dump(exclude_none=True)
 
 
 def _init_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": image,
-        "command": _fetch_command(spec),
+        "command": fetch_args(spec).argv(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "securityContext": _container_security(),
@@ -180,7 +181,7 @@ def _init_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     }
     if spec.parameters.credentials:
         container["envFrom"] = [{"secretRef": {"name": spec.parameters.credentials.secret_name}}]
-    if spec.resources:
+    if _resources(spec):
         container["resources"] = _resources(spec)
     return container
 
@@ -189,26 +190,20 @@ def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
-        "command": [
-            "modeldeploy", "serve", MODEL_DIR,
-            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
-            "--public-key", f"{KEYS_DIR}/{spec.parameters.public_key.key}",
-            "--host", "0.0.0.0",
-            "--port", str(SERVER_PORT),
-        ],
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "command": ServeArgs(MODEL_DIR, CONFIG_PATH, f"{KEYS_DIR}/{spec.parameters.public_key.key}").argv(),
+        "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
         **_probes(spec),
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_ROOT, "readOnly": True},
             {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
-            {"name": "config", "mountPath": f"{CONFIG_DIR}/{CONFIG_KEY}", "subPath": CONFIG_KEY, "readOnly": True},
+            {"name": "config", "mountPath": CONFIG_PATH, "subPath": CONFIG_KEY, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
     if spec.env:
-        container["env"] = list(spec.env)
-    if spec.resources:
+        container["env"] = [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
+    if _resources(spec):
         container["resources"] = _resources(spec)
     return container
 
@@ -242,7 +237,7 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str
     if spec.node_selector:
         pod["nodeSelector"] = spec.node_selector
     if spec.tolerations:
-        pod["tolerations"] = list(spec.tolerations)
+        pod["tolerations"] = [item.model_dump(by_alias=True, exclude_none=True) for item in spec.tolerations]
     return pod
 
 
@@ -253,7 +248,7 @@ def spec_hash(pod_spec: dict[str, Any], config: str) -> str:
 
 
 def render_deployment(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None) -> Manifest:
-    """The Deployment: init container fetch + verify, then the server (contract 5).
+    """The Deployment: init container fetch + verify, then the server (the pod contract).
 
     Args:
         spec: the parsed spec.
@@ -298,7 +293,7 @@ def render_service(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(ref),
-            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": PORT_NAME, "port": spec.service.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
 

@@ -1,61 +1,48 @@
 """The ModelDeployment's status, computed purely from its Deployment and pods.
 
-`ParametersVerified` comes from the fetch init container's termination message (contract 2);
-`Available`/`Progressing` from the Deployment; `Ready` sums them up. No API calls here.
+`ParametersVerified` comes from the fetch init container's termination record (the pod
+contract's `TerminationRecord`); `Available`/`Progressing` from the Deployment; `Ready`
+sums them up. The result is the contract's typed `ModelDeploymentStatus`. No API calls here.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from model_operator import conditions as cond
-from model_operator.render import (
-    INIT_CONTAINER,
-    SPEC_HASH_ANNOTATION,
-    ObjectRef,
-    endpoint,
-    selector_labels,
-)
+from model_operator.render import ObjectRef, endpoint, selector_labels
+from modeldeploy.contract import reasons
+from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
+from modeldeploy.contract.pod import INIT_CONTAINER, TerminationRecord
 from modeldeploy.contract.spec import ModelDeploymentSpec
+from modeldeploy.contract.status import (
+    AVAILABLE,
+    PARAMETERS_VERIFIED,
+    PROGRESSING,
+    READY,
+    Condition,
+    ConditionStatus,
+    ModelDeploymentStatus,
+    Verification,
+)
 
-Status = dict[str, Any]
-
-# fetch writes `verified` and `reason` first, so they survive a message cut at 4 KiB
-_RECORD_HEAD = re.compile(r'^\{\s*"verified"\s*:\s*(true|false)\s*,\s*"reason"\s*:\s*"([A-Za-z]+)"')
+# The kubelet's waiting reasons of an init container that is simply on its way.
+STARTING = ("PodInitializing", "ContainerCreating")
 
 
 @dataclass(frozen=True)
-class Verification:
+class FetchResult:
     """What the newest pods' fetch containers said about the parameters."""
 
-    status: str
+    status: ConditionStatus
     reason: str
     message: str
     key_fingerprint: str | None = None
     manifest_digest: str | None = None
     verified_at: str | None = None
     failed_files: tuple[str, ...] = field(default=())
-
-
-def parse_termination_message(text: str | None) -> dict[str, Any] | None:
-    """The fetch result (contract 2) from a termination message, or None if it is not one."""
-    if not text:
-        return None
-    for line in reversed(text.strip().splitlines()):
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(result, dict) and isinstance(result.get("verified"), bool) and "reason" in result:
-            return result
-    head = _RECORD_HEAD.match(text.strip().splitlines()[-1].strip())
-    if head:  # a record cut short: keep its reason
-        return {"verified": head[1] == "true", "reason": head[2], "message": "(the fetch result was truncated)"}
-    return None
 
 
 def _fetch_status(pod: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -70,32 +57,30 @@ def reports_fetch(pod: Mapping[str, Any]) -> bool:
         return False
     state, last = status.get("state") or {}, status.get("lastState") or {}
     waiting = (state.get("waiting") or {}).get("reason")
-    return bool(state.get("terminated") or last.get("terminated")) or waiting not in (
-        None, "PodInitializing", "ContainerCreating",
-    )
+    return bool(state.get("terminated") or last.get("terminated")) or waiting not in (None, *STARTING)
 
 
-def _from_terminated(terminated: dict[str, Any]) -> Verification:
-    result = parse_termination_message(terminated.get("message"))
-    if result is None:
-        return Verification(
+def _from_terminated(terminated: dict[str, Any]) -> FetchResult:
+    record = TerminationRecord.parse(terminated.get("message"))
+    if record is None:
+        return FetchResult(
             "False",
-            "FetchFailed",
+            reasons.FETCH_FAILED,
             f"fetch exited with code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')}) "
             "without a verification result",
         )
-    return Verification(
-        "True" if result["verified"] else "False",
-        str(result["reason"]),
-        str(result.get("message", "")),
-        result.get("keyFingerprint"),
-        result.get("manifestDigest"),
-        terminated.get("finishedAt") if result["verified"] else None,
-        tuple(result.get("failedFiles") or ()),
+    return FetchResult(
+        "True" if record.verified else "False",
+        record.reason,
+        record.message,
+        record.key_fingerprint,
+        record.manifest_digest,
+        terminated.get("finishedAt") if record.verified else None,
+        record.failed_files,
     )
 
 
-def verification(pods: list[dict[str, Any]], current_hash: str) -> Verification:
+def fetch_result(pods: list[dict[str, Any]], current_hash: str) -> FetchResult:
     """Summarise the fetch results of the pods running the current spec.
 
     A success on any current pod means the parameters verified; otherwise the latest
@@ -107,8 +92,8 @@ def verification(pods: list[dict[str, Any]], current_hash: str) -> Verification:
         and not p.get("metadata", {}).get("deletionTimestamp")
     ]
     if not current:
-        return Verification("Unknown", "NoPods", "no pod of the current version exists yet")
-    failure: Verification | None = None
+        return FetchResult("Unknown", reasons.NO_PODS, "no pod of the current version exists yet")
+    failure: FetchResult | None = None
     waiting = "waiting for the fetch init container"
     for pod in current:
         status = _fetch_status(pod)
@@ -125,25 +110,25 @@ def verification(pods: list[dict[str, Any]], current_hash: str) -> Verification:
         if last:
             failure = _from_terminated(last)
         reason = ((status.get("state") or {}).get("waiting") or {}).get("reason")
-        if reason and reason not in ("PodInitializing", "ContainerCreating", "CrashLoopBackOff"):
+        if reason and reason not in (*STARTING, "CrashLoopBackOff"):
             waiting = f"fetch container is waiting: {reason}"
-    return failure or Verification("Unknown", "Pending", waiting)
+    return failure or FetchResult("Unknown", reasons.PENDING, waiting)
 
 
 def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, Any]:
-    found = cond.find(deployment.get("status", {}).get("conditions") or [], type_)
-    return found or {}
+    conditions = deployment.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), {})
 
 
 def compute_status(
     spec: ModelDeploymentSpec,
     ref: ObjectRef,
     generation: int,
-    old_conditions: list[cond.Condition],
+    old_conditions: list[Condition],
     deployment: dict[str, Any],
     pods: list[dict[str, Any]],
     now: str,
-) -> Status:
+) -> ModelDeploymentStatus:
     """The full `.status` of a ModelDeployment.
 
     Args:
@@ -165,65 +150,71 @@ def compute_status(
     complete = observed and updated == desired and replicas == desired and available >= desired
 
     current_hash = deployment["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
-    verified = verification(pods, current_hash)
+    verified = fetch_result(pods, current_hash)
 
     available_cond = _deployment_condition(deployment, "Available")
     progress_cond = _deployment_condition(deployment, "Progressing")
-    if progress_cond.get("reason") == "ProgressDeadlineExceeded":
-        progressing = ("False", "ProgressDeadlineExceeded", progress_cond.get("message", ""))
+    progressing: tuple[ConditionStatus, str, str]
+    if progress_cond.get("reason") == reasons.PROGRESS_DEADLINE_EXCEEDED:
+        progressing = ("False", reasons.PROGRESS_DEADLINE_EXCEEDED, progress_cond.get("message", ""))
     elif complete:
-        progressing = ("False", "RolloutComplete", f"{updated} of {desired} replicas run the current version")
+        progressing = ("False", reasons.ROLLOUT_COMPLETE, f"{updated} of {desired} replicas run the current version")
     else:
-        progressing = ("True", "RolloutProgressing", f"{updated} of {desired} replicas updated, {available} available")
+        progressing = (
+            "True", reasons.ROLLOUT_PROGRESSING, f"{updated} of {desired} replicas updated, {available} available"
+        )
 
+    ready_cond: tuple[ConditionStatus, str, str]
     if verified.status == "False":
-        ready_cond = ("False", verified.reason, f"parameters of the current version failed verification: {verified.message}")
+        ready_cond = (
+            "False", verified.reason, f"parameters of the current version failed verification: {verified.message}"
+        )
     elif desired == 0:
-        ready_cond = ("False", "ScaledToZero", "no replicas requested")
+        ready_cond = ("False", reasons.SCALED_TO_ZERO, "no replicas requested")
     elif complete and ready >= desired and verified.status == "True":
-        ready_cond = ("True", "Serving", f"{ready} of {desired} replicas serve {spec.model.name} {spec.model.version}")
+        model = spec.model
+        ready_cond = ("True", reasons.SERVING, f"{ready} of {desired} replicas serve {model.name} {model.version}")
     else:
-        ready_cond = ("False", "RolloutProgressing", progressing[2])
+        ready_cond = ("False", reasons.ROLLOUT_PROGRESSING, progressing[2])
 
     conditions = old_conditions
     for type_, (value, reason, message) in (
-        (cond.PARAMETERS_VERIFIED, (verified.status, verified.reason, verified.message)),
-        (cond.AVAILABLE, (
+        (PARAMETERS_VERIFIED, (verified.status, verified.reason, verified.message)),
+        (AVAILABLE, (
             available_cond.get("status", "Unknown"),
-            available_cond.get("reason", "Pending"),
+            available_cond.get("reason", reasons.PENDING),
             available_cond.get("message", "the Deployment has not reported availability yet"),
         )),
-        (cond.PROGRESSING, progressing),
-        (cond.READY, ready_cond),
+        (PROGRESSING, progressing),
+        (READY, ready_cond),
     ):
         conditions = cond.set_condition(conditions, type_, value, reason, message, now, generation)
 
-    status: Status = {
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "readyReplicas": ready,
-        "updatedReplicas": updated,
-        "ready": f"{ready}/{desired}",
-        "selector": ",".join(f"{k}={v}" for k, v in selector_labels(ref).items()),
-        "endpoint": endpoint(ref, spec),
-        "conditions": conditions,
-    }
-    # Every key is always present (None deletes it) so a merge patch never leaves stale values.
-    status["verification"] = {
-        "keyFingerprint": verified.key_fingerprint,
-        "manifestDigest": verified.manifest_digest,
-        "verifiedAt": verified.verified_at,
-        "failedFiles": list(verified.failed_files) or None,
-    }
-    return status
+    # Every field is given (None deletes it) so a merge patch never leaves stale values.
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        replicas=replicas,
+        ready_replicas=ready,
+        updated_replicas=updated,
+        ready=f"{ready}/{desired}",
+        selector=",".join(f"{k}={v}" for k, v in selector_labels(ref).items()),
+        endpoint=endpoint(ref, spec),
+        verification=Verification(
+            key_fingerprint=verified.key_fingerprint,
+            manifest_digest=verified.manifest_digest,
+            verified_at=verified.verified_at,
+            failed_files=list(verified.failed_files) or None,
+        ),
+        conditions=conditions,
+    )
 
 
 def spec_error_status(
-    generation: int, old_conditions: list[cond.Condition], message: str, now: str, reason: str = "SpecInvalid",
-) -> Status:
-    """The status of a ModelDeployment whose children cannot be rendered or applied."""
-    conditions = cond.set_condition(old_conditions, cond.READY, "False", reason, message, now, generation)
-    return {"observedGeneration": generation, "conditions": conditions}
+    generation: int, old_conditions: list[Condition], message: str, now: str, reason: str = reasons.SPEC_INVALID,
+) -> ModelDeploymentStatus:
+    """The status of a ModelDeployment whose children cannot be rendered or applied (the rest stays)."""
+    conditions = cond.set_condition(old_conditions, READY, "False", reason, message, now, generation)
+    return ModelDeploymentStatus(observed_generation=generation, conditions=conditions)
 
 
 def _without_none(value: Any) -> Any:
@@ -234,10 +225,10 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def status_changed(old: dict[str, Any] | None, new: Status) -> bool:
+def status_changed(old: Mapping[str, Any] | None, new: ModelDeploymentStatus) -> bool:
     """Whether writing `new` (a merge patch, where None deletes) would change the stored `old` status."""
     old = old or {}
-    for key, value in new.items():
+    for key, value in new.patch().items():
         wanted, stored = _without_none(value), old.get(key)
         if wanted in (None, {}) and stored in (None, {}):
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
 from model_server.policies import PolicySet, compile_policies
+from modeldeploy.contract.reasons import FILES_DIFFER, PUBLIC_KEY_INVALID
+from modeldeploy.contract.spec import Policy
 from modeldeploy.params import signing
+from modeldeploy.params.errors import VerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,9 @@ class State(enum.Enum):
 class ServedModel:
     """One model directory: its card, policies and, once loaded, its predictor."""
 
-    def __init__(self, card: ModelCard, model_dir: Path, policies: list[Any], public_key: Path | None = None) -> None:
+    def __init__(
+        self, card: ModelCard, model_dir: Path, policies: Sequence[Policy], public_key: Path | None = None
+    ) -> None:
         self.card = card
         self.model_dir = model_dir
         self.public_key = public_key
@@ -77,8 +83,8 @@ class ServedModel:
         try:
             self.policies = compile_policies(self.raw_policies, self.card)
             if self.public_key is None:
-                raise signing.VerificationError(
-                    signing.PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"
+                raise VerificationError(
+                    PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"
                 )
             tree = signing.verify_tree(self.model_dir, self.public_key)
             logger.info(
@@ -90,8 +96,8 @@ class ServedModel:
                 },
             )
             if parse_model_card(tree.read(MODEL_CARD), self.model_dir / MODEL_CARD) != self.card:
-                raise signing.VerificationError(
-                    signing.FILES_DIFFER, f"{MODEL_CARD} changed after the server read it", [MODEL_CARD]
+                raise VerificationError(
+                    FILES_DIFFER, f"{MODEL_CARD} changed after the server read it", [MODEL_CARD]
                 )
             self.predictor = load_flavor(self.card, tree)
         except Exception as err:  # any failure of user code or files must leave us FAILED, not dead

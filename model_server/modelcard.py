@@ -132,7 +132,7 @@ def _integral(value: Any) -> Any:
 
 
 def _row_model(name: str, fields: list[FieldSpec]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         name,
         __config__=ConfigDict(extra="forbid", strict=True),
         **{f.name: _annotation(f) for f in fields},
@@ -152,7 +152,7 @@ def output_model(card: ModelCard) -> type[BaseModel]:
 def request_adapter(row: type[BaseModel], max_batch: int) -> TypeAdapter[Any]:
     """Validates a prediction body: one row, or a batch of 1..max_batch rows."""
     batch = Annotated[list[row], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
-    return TypeAdapter(row | batch)  # type: ignore[operator]
+    return TypeAdapter(row | batch)  # type: ignore[arg-type]
 
 
 def request_schema(row: type[BaseModel], max_batch: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Operator policies: CEL conditions over `input` and `prediction`, with reject/override/clamp.
 
-Owns parsing the `policies:` list of the server config, compiling every CEL expression
+Owns checking the `policies:` of the server config (the contract's `Policy`, the same type
+the CRD and the operator use), compiling every CEL expression
 once (and dry-running it against the model card's example row, so a reference to an
 unknown field fails at startup, not on the first request), and applying the policies to
 one prediction. Pure: no HTTP, no model loading.
@@ -16,56 +17,27 @@ closed with `PolicyFailed` (422), naming the policy.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
 from celpy.celparser import CELParser
-from celpy.evaluation import TranspilerTree
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from celpy.evaluation import CELEvalError, TranspilerTree
+from pydantic import ValidationError
 
 from model_server.errors import PolicyFailed, PolicyRejected
 from model_server.modelcard import FieldSpec, ModelCard
+from modeldeploy.contract.spec import Policy
+from modeldeploy.contract.validation import error_lines
 
 Row = dict[str, Any]
 
 
 class PolicyError(ValueError):
     """The policy configuration is invalid: the server must not become ready."""
-
-
-class PolicySpec(BaseModel):
-    """One entry of `policies:` in the server config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    when: str = "true"
-    action: Literal["reject", "override", "clamp"]
-    message: str | None = None
-    field: str | None = None
-    value: Any = None
-    expression: str | None = None
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _check_action_arguments(self) -> PolicySpec:
-        has_value = "value" in self.model_fields_set
-        if self.action == "override" and has_value == (self.expression is not None):
-            raise ValueError("override needs exactly one of 'value' or 'expression'")
-        if self.action != "override" and (has_value or self.expression is not None):
-            raise ValueError(f"'value'/'expression' only apply to override, not {self.action}")
-        if self.action == "clamp" and self.min is None and self.max is None:
-            raise ValueError("clamp needs 'min' and/or 'max'")
-        if self.action != "clamp" and (self.min is not None or self.max is not None):
-            raise ValueError(f"'min'/'max' only apply to clamp, not {self.action}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("clamp 'min' is greater than 'max'")
-        if self.action == "reject" and self.field is not None:
-            raise ValueError("reject takes no 'field'")
-        return self
 
 
 @dataclass(frozen=True)
@@ -125,7 +97,7 @@ def _fits(spec: FieldSpec, value: Any) -> bool:
 class CompiledPolicy:
     """A policy with its CEL programs compiled."""
 
-    def __init__(self, spec: PolicySpec, env: celpy.Environment, card: ModelCard) -> None:
+    def __init__(self, spec: Policy, env: celpy.Environment, card: ModelCard) -> None:
         self.spec = spec
         self.when = _compile(env, spec.name, "when", spec.when)
         self.expression = _compile(env, spec.name, "expression", spec.expression) if spec.expression else None
@@ -168,7 +140,7 @@ class CompiledPolicy:
         return Applied(spec.name, spec.action, self.field.name, original, value, spec.message)
 
 
-def describe(err: celpy.CELEvalError) -> str:
+def describe(err: CELEvalError) -> str:
     """The innermost message of a CEL evaluation error (the transpiler wraps the real one)."""
     args = err.args
     while len(args) >= 3 and args[0] == "evaluation error" and isinstance(args[2], tuple) and args[2]:
@@ -183,7 +155,7 @@ def _compile(env: celpy.Environment, name: str, key: str, source: str) -> celpy.
         raise PolicyError(f"policy {name!r}: invalid CEL in {key!r}: {source!r}: {err}") from err
 
 
-def _target_field(spec: PolicySpec, card: ModelCard) -> FieldSpec | None:
+def _target_field(spec: Policy, card: ModelCard) -> FieldSpec | None:
     if spec.action == "reject":
         return None
     outputs = {f.name: f for f in card.outputs}
@@ -230,7 +202,7 @@ class PolicySet:
         applied = []
         policy = self.policies[0]
         try:
-            activation = {"input": celpy.json_to_cel(row), "prediction": celpy.json_to_cel(prediction)}
+            activation = {"input": json_to_cel(row), "prediction": json_to_cel(prediction)}
             for policy in self.policies:
                 if deadline is not None and time.monotonic() > deadline:
                     raise PolicyFailed(
@@ -239,8 +211,8 @@ class PolicySet:
                     )
                 if policy.matches(activation):
                     applied.append(policy.act(activation, prediction))
-                    activation["prediction"] = celpy.json_to_cel(prediction)
-        except celpy.CELEvalError as err:
+                    activation["prediction"] = json_to_cel(prediction)
+        except CELEvalError as err:
             raise PolicyFailed(f"policy {policy.spec.name!r} failed: {describe(err)}", policy=policy.spec.name) from err
         except PolicyFailed as err:
             err.details.setdefault("policy", policy.spec.name)
@@ -265,8 +237,8 @@ def _compiled_environment() -> celpy.Environment:
     return celpy.Environment(runner_class=celpy.CompiledRunner)
 
 
-def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
-    """Validate and compile the `policies:` list, then dry-run it on the card's example row.
+def compile_policies(raw: Sequence[Policy | Mapping[str, Any]], card: ModelCard) -> PolicySet:
+    """Validate (the contract's `Policy`) and compile the policies, then dry-run them on the card's example row.
 
     Raises:
         PolicyError: a policy is malformed, names an unknown field, or has invalid CEL.
@@ -276,9 +248,9 @@ def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
     seen: set[str] = set()
     for index, entry in enumerate(raw):
         try:
-            spec = PolicySpec.model_validate(entry)
+            spec = entry if isinstance(entry, Policy) else Policy.model_validate(entry)
         except ValidationError as err:
-            raise PolicyError(f"policies[{index}]: {err}") from err
+            raise PolicyError("; ".join(error_lines(err, f"policies[{index}]"))) from err
         if spec.name in seen:
             raise PolicyError(f"policies[{index}]: duplicate policy name {spec.name!r}")
         seen.add(spec.name)
@@ -291,15 +263,15 @@ def compile_policies(raw: list[Any], card: ModelCard) -> PolicySet:
 def _dry_run(policies: PolicySet, card: ModelCard) -> None:
     """Evaluate every expression once on the example row, so unknown names fail now."""
     activation = {
-        "input": celpy.json_to_cel(card.example_input()),
-        "prediction": celpy.json_to_cel(card.example_output()),
+        "input": json_to_cel(card.example_input()),
+        "prediction": json_to_cel(card.example_output()),
     }
     for policy in policies.policies:
         programs = [("when", policy.when)] + ([("expression", policy.expression)] if policy.expression else [])
         for key, program in programs:
             try:
                 result = program.evaluate(activation)
-            except celpy.CELEvalError as err:
+            except CELEvalError as err:
                 raise PolicyError(
                     f"policy {policy.spec.name!r}: {key!r} fails on the example input: {describe(err)}"
                 ) from err

@@ -6,26 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
+
+from modeldeploy.contract.pod import ServerConfig
+from modeldeploy.contract.validation import error_lines
 
 
 class SettingsError(ValueError):
     """The config file is unreadable or malformed."""
 
 
-class ServerSettings(BaseModel):
-    """What `modeldeploy serve` runs with. Config keys are camelCase (`maxRequestBytes`)."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, protected_namespaces=())
+class ServerSettings(ServerConfig):
+    """What `modeldeploy serve` runs with: `server.yaml` (the contract's `ServerConfig`) plus its command line."""
 
     model_dir: Path
     public_key: Path | None = None  # the key model.sig must verify with at load; no key, no load
-    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
-    max_batch_size: int = Field(default=1024, gt=0)
-    drain_seconds: float = Field(default=5.0, ge=0.0)
-    policies: list[Any] = Field(default_factory=list)
-    policy_timeout_seconds: float = Field(default=1.0, gt=0.0)  # per request, all rows and policies
 
 
 def load_settings(model_dir: Path, config: Path | None = None, public_key: Path | None = None) -> ServerSettings:
@@ -48,4 +43,4 @@ def load_settings(model_dir: Path, config: Path | None = None, public_key: Path 
             overrides["publicKey"] = public_key
         return ServerSettings.model_validate({**document, **overrides})
     except ValidationError as err:
-        raise SettingsError(f"{config}: {err}") from err
+        raise SettingsError(f"{config}: {'; '.join(error_lines(err))}") from err

@@ -21,7 +21,9 @@ from typing import Any
 
 from model_server.flavors import Row
 from model_server.modelcard import ModelCard
-from modeldeploy.params.signing import FILE_NOT_SIGNED, VerificationError, VerifiedTree
+from modeldeploy.contract.reasons import FILE_NOT_SIGNED
+from modeldeploy.params.errors import VerificationError
+from modeldeploy.params.signing import VerifiedTree
 
 
 class PythonPredictor:

@@ -1,82 +1,194 @@
-"""The ModelDeployment spec as typed data: parse and check, nothing else.
+"""The ModelDeployment spec as typed data: the one definition the CRD, the operator and the server share.
 
-The CRD (`crds/modeldeployment.yaml`) is the API users see and the API server enforces;
-this module mirrors it so render code works on typed fields. It must not talk to the
-cluster or render Kubernetes objects.
+`make crds` generates the CRD's schema from these models (`modeldeploy.contract.crd`), so the
+API server, the operator and the model server apply the same rules: descriptions become
+`kubectl explain` text, `Field` bounds become schema bounds, and the `x-kubernetes-validations`
+attached below are the CEL rules the API server checks at `kubectl apply`. The same checks run
+in pydantic validators, so a spec the API server admits is one the operator can render and the
+server can load. No Kubernetes or web framework imports here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+
+from modeldeploy.contract.validation import error_lines
+
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A resource quantity: "500m", "1Gi" or a plain integer, as core/v1 accepts it.
+Quantity = Annotated[
+    int | Annotated[str, Field(pattern=QUANTITY_PATTERN)],
+    WithJsonSchema({
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+    }),
+]
+# A literal JSON value of any type, kept as written (null included).
+AnyValue = Annotated[Any, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True, "nullable": True})]
+# A nested core/v1 object the operator passes through unchanged.
+OpaqueObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})]
+
+
+def rules(*pairs: tuple[str, str]) -> dict[str, Any]:
+    """`x-kubernetes-validations` (CEL rule, message) for a model's or field's JSON schema."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in pairs]}
 
 
 class SpecError(ValueError):
     """The spec cannot be rendered; retrying will not help until the user changes it."""
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
+    """Frozen, unknown keys refused, populated by the camelCase names users write."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-class ModelRef(_Model):
-    name: str = Field(min_length=1)
-    version: str = Field(min_length=1)
+class ModelRef(ContractModel):
+    """Which model this is; shown in `kubectl get md` and the pods' labels."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="The model's name (a DNS label).")
+    version: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                         description="The model's version, e.g. 1.0.0.")
 
 
-class SecretKeyRef(_Model):
-    secret_name: str = Field(alias="secretName", min_length=1)
-    key: str = "public.pem"
+class SecretKeyRef(ContractModel):
+    """The Secret key holding the PEM public key that must have signed the parameters."""
+
+    secret_name: str = Field(alias="secretName", min_length=1, description="Name of a Secret in the same namespace.")
+    key: str = Field(default="public.pem", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="Key within the Secret.")
 
 
-class SecretRef(_Model):
-    secret_name: str = Field(alias="secretName", min_length=1)
+class SecretRef(ContractModel):
+    """A Secret whose keys become the fetch container's environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."""
+
+    secret_name: str = Field(alias="secretName", min_length=1, description="Name of a Secret in the same namespace.")
 
 
-class Parameters(_Model):
-    source: str = Field(pattern=r"^(s3://|https?://|file:///).+")
-    signature: str | None = None
+SOURCE_SCHEMES = ("s3://", "https://", "http://", "file:///")
+
+
+class Parameters(ContractModel):
+    """Where the signed model parameters come from and how to verify them."""
+
+    source: str = Field(
+        min_length=1,
+        description="URI of the parameters directory or archive: s3://bucket/key, https://..., "
+        "or file:///path (a volume on the node).",
+        json_schema_extra=rules((
+            " || ".join(f"(self.startsWith('{scheme}') && size(self) > {len(scheme)})" for scheme in SOURCE_SCHEMES),
+            "source must be an s3://, https://, http:// or file:/// URI",
+        )),
+    )
+    signature: str | None = Field(
+        default=None, min_length=1,
+        description="URI of the OpenSSF Model Signing signature. Default beside or inside the source.",
+    )
     public_key: SecretKeyRef = Field(alias="publicKey")
     credentials: SecretRef | None = None
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    max_bytes: int | None = Field(default=None, alias="maxBytes", ge=1 << 20, le=1 << 40)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="Optional pin of the signed manifest's sha256 (64 lowercase hex digits).")
+    max_bytes: int | None = Field(
+        default=None, alias="maxBytes", ge=1 << 20, le=1 << 40,
+        description="Most bytes fetch may download and unpack (archive and tree together); also sizes "
+        "the parameters volume. Default 10 GiB.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, source: str) -> str:
+        if not source.startswith(SOURCE_SCHEMES) or source in SOURCE_SCHEMES:
+            raise ValueError("source must be an s3://, https://, http:// or file:/// URI")
+        return source
 
 
-class Policy(_Model):
-    name: str = Field(min_length=1)
-    when: str = Field(min_length=1)
-    action: Literal["reject", "override", "clamp"]
-    field: str | None = None
-    min: float | None = None
-    max: float | None = None
-    value: Any = None
-    expression: str | None = None
-    message: str | None = None
+class Policy(ContractModel):
+    """A CEL rule the server applies to every prediction: reject it, override a field, or clamp a field."""
+
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("self.action == 'override' || (!has(self.value) && !has(self.expression))",
+         "value and expression apply to override only"),
+        ("self.action != 'override' || has(self.value) != has(self.expression)",
+         "an override policy needs exactly one of value or expression"),
+        ("self.action == 'clamp' || (!has(self.min) && !has(self.max))", "min and max apply to clamp only"),
+        ("self.action != 'clamp' || has(self.min) || has(self.max)", "a clamp policy needs min and/or max"),
+        ("!has(self.min) || !has(self.max) || self.min <= self.max", "min must be <= max"),
+        ("self.action != 'reject' || !has(self.field)", "a reject policy takes no field"),
+    ))
+
+    name: str = Field(min_length=1, max_length=63, description="Unique name, reported when the policy fires.")
+    when: str = Field(default="true", min_length=1, max_length=1024,
+                      description='CEL condition over `input` and `prediction`, e.g. "prediction.price < 0.0".')
+    action: Literal["reject", "override", "clamp"] = Field(description="What to do when the condition holds.")
+    field: str | None = Field(default=None, min_length=1,
+                              description="Output field for override/clamp. Default the model's only output.")
+    min: float | None = Field(default=None, description="Lower clamp bound.")
+    max: float | None = Field(default=None, description="Upper clamp bound.")
+    value: AnyValue = Field(default=None, description="Literal replacement for override (any JSON value, null included).")
+    expression: str | None = Field(default=None, min_length=1, max_length=1024,
+                                   description="CEL expression computing the replacement for override.")
+    message: str | None = Field(default=None, max_length=1024,
+                                description="Message returned to the client when the policy fires.")
 
     @model_validator(mode="after")
     def _action_arguments(self) -> Policy:
+        """The CEL rules above, in Python (`value: null` counts as given: override to null)."""
+        has_value = "value" in self.model_fields_set
+        if self.action != "override" and (has_value or self.expression is not None):
+            raise ValueError(f"policy {self.name!r}: value and expression apply to override only, not {self.action}")
+        if self.action == "override" and has_value == (self.expression is not None):
+            raise ValueError(f"policy {self.name!r}: an override policy needs exactly one of value or expression")
+        if self.action != "clamp" and (self.min is not None or self.max is not None):
+            raise ValueError(f"policy {self.name!r}: min and max apply to clamp only, not {self.action}")
         if self.action == "clamp" and self.min is None and self.max is None:
-            raise ValueError(f"policy {self.name!r}: clamp needs min and/or max")
-        if self.action == "override" and (self.value is None) == (self.expression is None):
-            raise ValueError(f"policy {self.name!r}: override needs exactly one of value or expression")
+            raise ValueError(f"policy {self.name!r}: a clamp policy needs min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"policy {self.name!r}: min must be <= max")
+        if self.action == "reject" and self.field is not None:
+            raise ValueError(f"policy {self.name!r}: a reject policy takes no field")
         return self
 
+    def document(self) -> dict[str, Any]:
+        """The policy as written in `server.yaml`: camelCase keys, unset arguments left out."""
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude_defaults=False)
 
-class Probes(_Model):
-    max_load_seconds: int = Field(default=120, alias="maxLoadSeconds", ge=1, le=3600)
-    period_seconds: int = Field(default=5, alias="periodSeconds", ge=1, le=60)
+
+class Probes(ContractModel):
+    """Probe tuning for the server container."""
+
+    max_load_seconds: int = Field(default=120, alias="maxLoadSeconds", ge=1, le=3600,
+                                  description="How long loading the model may take; sizes the startup probe.")
+    period_seconds: int = Field(default=5, alias="periodSeconds", ge=1, le=60,
+                                description="Period of the startup and readiness probes (liveness uses twice this).")
 
 
-class CustomMetric(_Model):
+class CustomMetric(ContractModel):
+    """A custom per-pod metric (served by a metrics adapter) to scale on."""
+
     name: str = Field(min_length=1)
-    target_average_value: str = Field(alias="targetAverageValue", min_length=1)
+    target_average_value: str = Field(alias="targetAverageValue", min_length=1,
+                                      description='Target per-pod average, a quantity such as "100" or "500m".')
 
 
-class Autoscaling(_Model):
+class Autoscaling(ContractModel):
+    """When set, a HorizontalPodAutoscaler owns the replica count."""
+
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must be <= autoscaling.maxReplicas"),
+        ("has(self.targetCPUUtilization) || has(self.metric)", "autoscaling needs targetCPUUtilization or metric"),
+    ))
+
     min_replicas: int = Field(default=1, alias="minReplicas", ge=1)
-    max_replicas: int = Field(alias="maxReplicas", ge=1)
-    target_cpu_utilization: int | None = Field(default=None, alias="targetCPUUtilization", ge=1, le=100)
+    max_replicas: int = Field(alias="maxReplicas", ge=1, le=1000)
+    target_cpu_utilization: int | None = Field(default=None, alias="targetCPUUtilization", ge=1, le=100,
+                                               description="Target average CPU utilization in percent of requests.")
     metric: CustomMetric | None = None
 
     @model_validator(mode="after")
@@ -88,25 +200,63 @@ class Autoscaling(_Model):
         return self
 
 
-class ServiceSpec(_Model):
+class ServiceSpec(ContractModel):
+    """The Service in front of the pods."""
+
     port: int = Field(default=80, ge=1, le=65535)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
 
 
-class ModelDeploymentSpec(_Model):
+class Resources(ContractModel):
+    """Compute requests and limits of the server (and fetch) container."""
+
+    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = None
+
+
+class EnvVar(ContractModel):
+    """An environment variable of the server container (core/v1 EnvVar)."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: OpaqueObject | None = Field(default=None, alias="valueFrom")
+
+
+class Toleration(ContractModel):
+    """A taint the pods tolerate (core/v1 Toleration)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+
+class ModelDeploymentSpec(ContractModel):
+    """The desired state of the model service."""
+
     model: ModelRef
-    image: str | None = None
+    image: str | None = Field(
+        default=None, min_length=1,
+        description="The model server image. Default: the operator's --server-image (MODELDEPLOY_SERVER_IMAGE).",
+    )
     parameters: Parameters
-    replicas: int = Field(default=1, ge=0)
-    resources: dict[str, dict[str, str | int]] = Field(default_factory=dict)
-    policies: tuple[Policy, ...] = ()
-    max_request_bytes: int | None = Field(default=None, alias="maxRequestBytes", ge=1)
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of serving pods when autoscaling is not set.")
+    resources: Resources = Field(default_factory=Resources)
+    policies: tuple[Policy, ...] = Field(
+        default=(), max_length=64,
+        description="CEL rules the server applies to every prediction, in order.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    max_request_bytes: int | None = Field(default=None, alias="maxRequestBytes", ge=1,
+                                          description="Largest prediction request body the server accepts.")
     probes: Probes = Probes()
     autoscaling: Autoscaling | None = None
     service: ServiceSpec = ServiceSpec()
-    env: tuple[dict[str, Any], ...] = ()
-    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    tolerations: tuple[dict[str, Any], ...] = ()
+    env: tuple[EnvVar, ...] = Field(default=(), description="Extra environment variables of the server container.")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector",
+                                          description="Node labels the pods must match.")
+    tolerations: tuple[Toleration, ...] = Field(default=(), description="Taints the pods tolerate.")
 
     @model_validator(mode="after")
     def _unique_policy_names(self) -> ModelDeploymentSpec:
@@ -119,20 +269,10 @@ class ModelDeploymentSpec(_Model):
 def parse_spec(spec: dict[str, Any]) -> ModelDeploymentSpec:
     """Parse a ModelDeployment's `.spec`.
 
-    Args:
-        spec: the `.spec` mapping as stored by the API server.
-
-    Returns:
-        The typed spec.
-
     Raises:
         SpecError: the spec is invalid; the message names every offending field.
     """
     try:
         return ModelDeploymentSpec.model_validate(dict(spec))
     except ValidationError as err:
-        problems = "; ".join(
-            f"spec.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" if e["loc"] else f"spec: {e['msg']}"
-            for e in err.errors()
-        )
-        raise SpecError(problems) from None
+        raise SpecError("; ".join(error_lines(err, "spec"))) from None

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from modeldeploy.params.signing import SOURCE_INVALID, UNSAFE_ARCHIVE, VerificationError
+from modeldeploy.contract.reasons import SOURCE_INVALID, UNSAFE_ARCHIVE
+from modeldeploy.params.errors import TransportError, VerificationError
 from modeldeploy.params.sources import CHUNK, Budget, safe_relative, write_chunks
 
 
@@ -37,7 +38,7 @@ def unpack(archive: Path, target: Path, budget: Budget, max_expansion: float = 1
     elif tarfile.is_tarfile(archive):
         _unpack_tar(archive, target, budget)
     else:
-        raise VerificationError(SOURCE_INVALID, f"{archive.name} is neither a directory nor a .tar.gz or .zip archive")
+        raise TransportError(SOURCE_INVALID, f"{archive.name} is neither a directory nor a .tar.gz or .zip archive")
     entries = list(target.iterdir())
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
@@ -74,7 +75,7 @@ def _unpack_tar(archive: Path, target: Path, budget: Budget) -> None:
                 elif member.isreg():
                     stream = tar.extractfile(member)
                     if stream is None:
-                        raise VerificationError(SOURCE_INVALID, f"archive member {member.name!r} has no data")
+                        raise TransportError(SOURCE_INVALID, f"archive member {member.name!r} has no data")
                     (target / relative).unlink(missing_ok=True)
                     write_chunks(_chunks(stream), target / relative, budget, f"archive member {member.name}")
                 else:
@@ -85,7 +86,7 @@ def _unpack_tar(archive: Path, target: Path, budget: Budget) -> None:
                         [member.name],
                     )
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise VerificationError(SOURCE_INVALID, f"{archive.name} is a damaged tar archive: {err}") from err
+        raise TransportError(SOURCE_INVALID, f"{archive.name} is a damaged tar archive: {err}") from err
 
 
 def _unpack_zip(archive: Path, target: Path, budget: Budget) -> None:
@@ -110,4 +111,4 @@ def _unpack_zip(archive: Path, target: Path, budget: Budget) -> None:
                         (target / relative).unlink(missing_ok=True)
                         write_chunks(_chunks(stream), target / relative, budget, f"archive member {info.filename}")
     except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise VerificationError(SOURCE_INVALID, f"{archive.name} is a damaged zip archive: {err}") from err
+        raise TransportError(SOURCE_INVALID, f"{archive.name} is a damaged zip archive: {err}") from err

@@ -1,6 +1,6 @@
 """`modeldeploy keygen | sign | verify | fetch`: thin click commands over `signing` and `fetch`.
 
-Each command turns a `VerificationError` into one line on stderr and exit code 1.
+Each command turns a `ParametersError` into one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from typing import Any
 
 import click
 
+from modeldeploy.contract.pod import TERMINATION_LOG
+from modeldeploy.contract.reasons import FETCH_FAILED
 from modeldeploy.params import fetch as fetching
 from modeldeploy.params import signing, sources
+from modeldeploy.params.errors import ParametersError
 
 PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
 
@@ -56,7 +59,7 @@ def sign(model_dir: Path, private_key: Path, signature: Path | None, password: s
     """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
     try:
         written = signing.sign(model_dir, private_key, signature, password)
-    except (signing.VerificationError, ValueError, TypeError, OSError) as err:
+    except (ParametersError, ValueError, TypeError, OSError) as err:
         raise click.ClickException(f"signing failed: {' '.join(str(err).split())}") from err
     click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
 
@@ -71,14 +74,14 @@ def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
     """Exit 0 when MODEL_DIR matches its signature made with PUBLIC_KEY's private key."""
     try:
         verified = signing.verify(model_dir, public_key, signature)
-    except signing.VerificationError as err:
+    except ParametersError as err:
         click.echo(f"verification failed: {err}", err=True)
         raise SystemExit(1) from err
     files, key, digest = len(verified.files), verified.key_fingerprint, verified.manifest_digest
     click.echo(f"verified {files} files with key {key} (manifest {digest})")
 
 
-def _limit(flag: str, type_: click.ParamType, setting: str, help_: str) -> Callable[[Any], Any]:
+def _limit(flag: str, type_: click.ParamType[Any], setting: str, help_: str) -> Callable[[Any], Any]:
     """A `fetch` option whose default is the `sources.Settings` field of the same meaning."""
     return click.option(flag, type=type_, default=getattr(sources.Settings, setting), show_default=True, help=help_)
 
@@ -122,27 +125,27 @@ def fetch(
     max_expansion: float,
 ) -> None:
     """Download SOURCE, verify it, and only then move it to DEST (fail closed)."""
-    if termination_log is None and fetching.DEFAULT_TERMINATION_LOG.exists():
-        termination_log = fetching.DEFAULT_TERMINATION_LOG
+    if termination_log is None and Path(TERMINATION_LOG).exists():
+        termination_log = Path(TERMINATION_LOG)
     settings = sources.Settings(max_bytes=max_bytes, max_expansion=max_expansion, timeout=timeout, deadline=deadline)
-    result: signing.VerifiedModel | signing.VerificationError
+    result: signing.VerifiedModel | ParametersError
     try:
         result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
-    except signing.VerificationError as err:
+    except ParametersError as err:
         result = err
     except Exception as err:  # fail closed on anything unforeseen, with a reason
-        result = signing.VerificationError(signing.FETCH_FAILED, f"{type(err).__name__}: {err}")
+        result = ParametersError(FETCH_FAILED, f"{type(err).__name__}: {err}")
     record = fetching.termination_record(source, result, _fingerprint_or_none(public_key))
     if termination_log is not None:
         fetching.write_termination_log(termination_log, record)
-    if isinstance(result, signing.VerificationError):
-        click.echo(f"fetch refused {record['source']}: {' '.join(str(result).split())}", err=True)
+    if isinstance(result, ParametersError):
+        click.echo(f"fetch refused {record.source}: {' '.join(str(result).split())}", err=True)
         raise SystemExit(1)
-    click.echo(f"installed {dest}: {record['message']} (manifest {record['manifestDigest']})")
+    click.echo(f"installed {dest}: {record.message} (manifest {record.manifest_digest})")
 
 
 def _fingerprint_or_none(public_key: Path) -> str | None:
     try:
         return signing.fingerprint(signing.load_public_key(public_key))
-    except signing.VerificationError:
+    except ParametersError:
         return None

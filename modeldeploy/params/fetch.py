@@ -23,24 +23,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.params import archive, signing, sources
-from modeldeploy.params.signing import (
+from modeldeploy.contract.pod import MAX_RECORD_BYTES, TerminationRecord
+from modeldeploy.contract.reasons import (
     DEADLINE_EXCEEDED,
     DESTINATION_INVALID,
     DIGEST_MISMATCH,
-    FETCH_MARKER,
-    SIGNATURE,
     SIGNATURE_MISSING,
     SIGNATURE_VALID,
     SOURCE_NOT_FOUND,
-    VerificationError,
-    VerifiedModel,
 )
+from modeldeploy.params import archive, signing, sources
+from modeldeploy.params.errors import ParametersError, TransportError, VerificationError
+from modeldeploy.params.signing import FETCH_MARKER, SIGNATURE, VerifiedModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
-MAX_RECORD_BYTES = 4000  # Kubernetes keeps 4096 bytes of a termination message
 MAX_REPORTED_FILES = 20
 MAX_NAME = 200
 MAX_MESSAGE = 1000
@@ -109,7 +106,7 @@ def _alarm(seconds: float) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise VerificationError(DEADLINE_EXCEEDED, f"fetch did not finish within its deadline of {seconds:g} s")
+        raise TransportError(DEADLINE_EXCEEDED, f"fetch did not finish within its deadline of {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -126,52 +123,49 @@ def _clip(text: str, limit: int) -> str:
 
 
 def termination_record(
-    source: str, result: VerifiedModel | VerificationError, key_fingerprint: str | None
-) -> dict[str, Any]:
-    """The init container's result as the operator reads it (one JSON object, reason first)."""
+    source: str, result: VerifiedModel | ParametersError, key_fingerprint: str | None
+) -> TerminationRecord:
+    """The init container's result as the operator reads it, shrunk to fit a termination message."""
     if isinstance(result, VerifiedModel):
-        record: dict[str, Any] = {
-            "verified": True,
-            "reason": SIGNATURE_VALID,
-            "message": f"{len(result.files)} files verified with key {result.key_fingerprint}",
-            "keyFingerprint": result.key_fingerprint,
-            "manifestDigest": result.manifest_digest,
-            "failedFiles": [],
-        }
+        record = TerminationRecord(
+            verified=True,
+            reason=SIGNATURE_VALID,
+            message=f"{len(result.files)} files verified with key {result.key_fingerprint}",
+            key_fingerprint=result.key_fingerprint,
+            manifest_digest=result.manifest_digest,
+            source=_clip(sources.redact(source), MAX_MESSAGE),
+        )
     else:
-        record = {
-            "verified": False,
-            "reason": result.reason,
-            "message": _clip(str(result.args[0]), MAX_MESSAGE),
-            "keyFingerprint": key_fingerprint,
-            "manifestDigest": None,
-            "failedFiles": [_clip(name, MAX_NAME) for name in result.files[:MAX_REPORTED_FILES]],
-        }
-    record["source"] = _clip(sources.redact(source), MAX_MESSAGE)
+        record = TerminationRecord(
+            verified=False,
+            reason=result.reason,
+            message=_clip(str(result.args[0]), MAX_MESSAGE),
+            key_fingerprint=key_fingerprint,
+            failed_files=tuple(_clip(name, MAX_NAME) for name in result.files[:MAX_REPORTED_FILES]),
+            source=_clip(sources.redact(source), MAX_MESSAGE),
+        )
     return _bounded(record)
 
 
-def _bounded(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` shrunk until its JSON line fits in MAX_RECORD_BYTES (the reason always survives)."""
-    while len(encode_record(record)) > MAX_RECORD_BYTES:
-        if record["failedFiles"]:
-            record["failedFiles"] = record["failedFiles"][: len(record["failedFiles"]) // 2]
-        elif len(record["message"]) > 100 or len(record["source"]) > 100:
-            record["message"] = _clip(record["message"], max(100, len(record["message"]) // 2))
-            record["source"] = _clip(record["source"], max(100, len(record["source"]) // 2))
+def _bounded(record: TerminationRecord) -> TerminationRecord:
+    """`record` shrunk until its line fits in MAX_RECORD_BYTES (the reason always survives)."""
+    while len(record.line()) > MAX_RECORD_BYTES:
+        message, source = record.message, record.source or ""
+        if record.failed_files:
+            record = record.model_copy(update={"failed_files": record.failed_files[: len(record.failed_files) // 2]})
+        elif len(message) > 100 or len(source) > 100:
+            record = record.model_copy(update={
+                "message": _clip(message, max(100, len(message) // 2)),
+                "source": _clip(source, max(100, len(source) // 2)),
+            })
         else:
             break
     return record
 
 
-def encode_record(record: dict[str, Any]) -> str:
-    """The termination message line: ASCII JSON with `verified` and `reason` first."""
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-
-
-def write_termination_log(path: Path, record: dict[str, Any]) -> None:
+def write_termination_log(path: Path, record: TerminationRecord) -> None:
     """Write `record` as one line of JSON (Kubernetes keeps the first 4 KiB)."""
-    path.write_text(encode_record(record) + "\n")
+    path.write_text(record.line() + "\n")
 
 
 def _check_destination(dest: Path) -> None:
@@ -227,7 +221,7 @@ def _signature(
     uri = signature_uri or f"{source.rstrip('/')}.sig"
     try:
         return sources.download_file(uri, work / "signature.sig", budget, settings)
-    except VerificationError as err:
+    except TransportError as err:
         if err.reason != SOURCE_NOT_FOUND:
             raise
         where = sources.redact(uri) if signature_uri else f"{SIGNATURE} inside the source or {sources.redact(uri)}"

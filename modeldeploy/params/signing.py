@@ -2,7 +2,7 @@
 
 This is the only module that imports `model_signing`; the CLI, the init
 container (`fetch`) and the model server all go through it. It owns the
-reason codes of every refusal (CamelCase constants below, surfaced in the
+refusals (reason codes from `modeldeploy.contract.reasons`, surfaced in the
 ModelDeployment's status), and classifies `model_signing`'s failures by
 exception type and by its own checks, never by message text. It does no
 network I/O and never loads a parameters file.
@@ -16,9 +16,7 @@ special file exists. `VerifiedTree.read(name)` then returns a signed file's
 bytes only after hashing exactly those bytes against the signed digest, so
 what a flavor loads is what was signed, even if the file changes later.
 
-Exceptions:
-
-    VerificationError(Exception)   reason + files + one-line message
+Raises `modeldeploy.params.errors.VerificationError`.
 """
 
 from __future__ import annotations
@@ -42,6 +40,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import hashing, signing, verifying
 
+from modeldeploy.contract.reasons import (
+    FILE_NOT_SIGNED,
+    FILES_DIFFER,
+    KEY_MISMATCH,
+    PRIVATE_KEY_INVALID,
+    PUBLIC_KEY_INVALID,
+    SIGNATURE_INVALID,
+    SIGNATURE_MALFORMED,
+    SIGNATURE_MISSING,
+    UNSAFE_FILE,
+    UNSUPPORTED_SIGNATURE,
+)
+from modeldeploy.params.errors import TransportError, VerificationError
+
 SIGNATURE = "model.sig"
 VERIFIED_MANIFEST = "verified-manifest.json"  # written by earlier fetch versions; never signed, never trusted
 FETCH_MARKER = ".modeldeploy-fetch.json"  # what fetch installed (see fetch.py); never signed, never trusted
@@ -52,41 +64,7 @@ HASH_TYPES = ("sha256", "blake2", "blake3")
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 
-# Reasons (CamelCase, surfaced in the ModelDeployment's status): the one list of them.
-SIGNATURE_VALID = "SignatureValid"
-SIGNATURE_MISSING = "SignatureMissing"
-SIGNATURE_MALFORMED = "SignatureMalformed"
-SIGNATURE_INVALID = "SignatureInvalid"
-UNSUPPORTED_SIGNATURE = "UnsupportedSignature"
-KEY_MISMATCH = "KeyMismatch"
-PUBLIC_KEY_INVALID = "PublicKeyInvalid"
-PRIVATE_KEY_INVALID = "PrivateKeyInvalid"
-FILES_DIFFER = "FilesDiffer"
-FILE_NOT_SIGNED = "FileNotSigned"
-DIGEST_MISMATCH = "DigestMismatch"
-SOURCE_NOT_FOUND = "SourceNotFound"
-SOURCE_INVALID = "SourceInvalid"
-DOWNLOAD_FAILED = "DownloadFailed"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
-UNSAFE_ARCHIVE = "UnsafeArchive"
-UNSAFE_FILE = "UnsafeFile"
-TOO_LARGE = "TooLarge"
-DESTINATION_INVALID = "DestinationInvalid"
-FETCH_FAILED = "FetchFailed"
-
 CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
-
-
-class VerificationError(Exception):
-    """Parameters that must not be loaded; `reason` says why, `files` which."""
-
-    def __init__(self, reason: str, message: str, files: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.files = sorted(files)
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.args[0]}"
 
 
 @dataclass(frozen=True)
@@ -319,7 +297,7 @@ def verify_tree(
             raise VerificationError(
                 SIGNATURE_INVALID, f"the signature does not verify with the trusted key {fingerprint(key)}"
             ) from err
-        except VerificationError:  # fetch's deadline, raised from a signal handler
+        except TransportError:  # fetch's deadline, raised from a signal handler
             raise
         except Exception as err:  # classified by our own checks below, not by upstream's wording
             actual = _hash(model_dir, own_config)

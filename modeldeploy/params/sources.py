@@ -23,15 +23,15 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from modeldeploy.params.signing import (
+from modeldeploy.contract.reasons import (
     DEADLINE_EXCEEDED,
     DOWNLOAD_FAILED,
     SOURCE_INVALID,
     SOURCE_NOT_FOUND,
     TOO_LARGE,
     UNSAFE_FILE,
-    VerificationError,
 )
+from modeldeploy.params.errors import TransportError, VerificationError
 
 CHUNK = 1 << 20
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -80,7 +80,7 @@ class Budget:
             return float("inf")
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise VerificationError(DEADLINE_EXCEEDED, "fetch did not finish within its deadline")
+            raise TransportError(DEADLINE_EXCEEDED, "fetch did not finish within its deadline")
         return left
 
     def take(self, size: int, what: str) -> None:
@@ -134,7 +134,7 @@ def scheme_of(uri: str) -> str:
         return "file"
     if scheme in ("http", "https", "s3"):
         return scheme
-    raise VerificationError(SOURCE_INVALID, f"unsupported source scheme {scheme!r} in {redact(uri)}")
+    raise TransportError(SOURCE_INVALID, f"unsupported source scheme {scheme!r} in {redact(uri)}")
 
 
 def local_path(uri: str) -> Path:
@@ -176,7 +176,7 @@ def _copy_file(path: Path, target: Path, budget: Budget) -> Path:
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError as err:
-        raise VerificationError(SOURCE_NOT_FOUND, f"{path} does not exist") from err
+        raise TransportError(SOURCE_NOT_FOUND, f"{path} does not exist") from err
     if not stat.S_ISREG(mode):
         raise VerificationError(UNSAFE_FILE, f"{path} is not a regular file")
     with path.open("rb") as src:
@@ -216,7 +216,7 @@ def _http_get(url: str, target: Path, budget: Budget, settings: Settings) -> Pat
                 client.stream("GET", url) as response,
             ):
                 if response.status_code == 404:
-                    raise VerificationError(SOURCE_NOT_FOUND, f"{shown}: HTTP 404 Not Found")
+                    raise TransportError(SOURCE_NOT_FOUND, f"{shown}: HTTP 404 Not Found")
                 if response.status_code in RETRYABLE_STATUS:
                     problem = f"HTTP {response.status_code} {response.reason_phrase}"
                     continue
@@ -235,13 +235,13 @@ def _http_get(url: str, target: Path, budget: Budget, settings: Settings) -> Pat
             budget.remaining_seconds()
             budget.used = mark
             problem = f"{type(err).__name__}: {err}"
-    raise VerificationError(DOWNLOAD_FAILED, f"{shown}: {problem} (after {settings.retries + 1} attempts)")
+    raise TransportError(DOWNLOAD_FAILED, f"{shown}: {problem} (after {settings.retries + 1} attempts)")
 
 
 def _bucket_key(uri: str) -> tuple[str, str]:
     parts = urlsplit(uri)
     if not parts.netloc:
-        raise VerificationError(SOURCE_INVALID, f"{uri} names no bucket")
+        raise TransportError(SOURCE_INVALID, f"{uri} names no bucket")
     return parts.netloc, unquote(parts.path.lstrip("/"))
 
 
@@ -269,7 +269,7 @@ class _S3:
         prefix = f"{key.rstrip('/')}/" if key else ""
         keys = list(self._list(bucket, prefix))
         if not keys:
-            raise VerificationError(SOURCE_NOT_FOUND, f"{uri}: no object or prefix with that name")
+            raise TransportError(SOURCE_NOT_FOUND, f"{uri}: no object or prefix with that name")
         for name in keys:
             try:
                 relative = safe_relative(name[len(prefix) :])
@@ -294,9 +294,9 @@ class _S3:
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             reason = SOURCE_NOT_FOUND if code in ("NoSuchKey", "404", "NoSuchBucket") else DOWNLOAD_FAILED
-            raise VerificationError(reason, f"{uri}: {code or err}") from err
+            raise TransportError(reason, f"{uri}: {code or err}") from err
         except BotoCoreError as err:
-            raise VerificationError(DOWNLOAD_FAILED, f"{uri}: {err}") from err
+            raise TransportError(DOWNLOAD_FAILED, f"{uri}: {err}") from err
         return target
 
     def _exists(self, bucket: str, key: str) -> bool:
@@ -307,9 +307,9 @@ class _S3:
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise VerificationError(DOWNLOAD_FAILED, f"s3://{bucket}/{key}: {err}") from err
+            raise TransportError(DOWNLOAD_FAILED, f"s3://{bucket}/{key}: {err}") from err
         except BotoCoreError as err:
-            raise VerificationError(DOWNLOAD_FAILED, f"s3://{bucket}/{key}: {err}") from err
+            raise TransportError(DOWNLOAD_FAILED, f"s3://{bucket}/{key}: {err}") from err
         return True
 
     def _list(self, bucket: str, prefix: str) -> Iterator[str]:
@@ -323,6 +323,6 @@ class _S3:
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             reason = SOURCE_NOT_FOUND if code == "NoSuchBucket" else DOWNLOAD_FAILED
-            raise VerificationError(reason, f"s3://{bucket}/{prefix}: {code or err}") from err
+            raise TransportError(reason, f"s3://{bucket}/{prefix}: {code or err}") from err
         except BotoCoreError as err:
-            raise VerificationError(DOWNLOAD_FAILED, f"s3://{bucket}/{prefix}: {err}") from err
+            raise TransportError(DOWNLOAD_FAILED, f"s3://{bucket}/{prefix}: {err}") from err

@@ -17,9 +17,9 @@ import pydantic
 import pytest
 import yaml
 
-from modeldeploy.contract import api
+from modeldeploy.contract import api, crd
 from modeldeploy.contract import spec as spec_module
-from modeldeploy.contract.spec import SpecError, parse_spec
+from modeldeploy.contract.spec import Policy, SpecError, parse_spec
 
 ROOT = Path(__file__).parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "modeldeployment.yaml").read_text())
@@ -161,6 +161,23 @@ INVALID = {
     "bad-action": (minimal(policies=[{"name": "p", "when": "true", "action": "explode"}]), "explode"),
     "bad-sha256": (minimal(parameters={"source": "s3://x", "publicKey": {"secretName": "k"}, "sha256": "xyz"}), "xyz"),
     "negative-replicas": (minimal(replicas=-1), "-1"),
+    # The three policies the operator once accepted and the server refused (crash-looping pods).
+    "reject-with-field": (
+        minimal(policies=[{"name": "p", "when": "true", "action": "reject", "field": "species"}]),
+        "a reject policy takes no field",
+    ),
+    "clamp-with-expression": (
+        minimal(policies=[{"name": "p", "when": "true", "action": "clamp", "min": 0, "expression": "1.0"}]),
+        "value and expression apply to override only",
+    ),
+    "override-with-null-value-and-expression": (
+        minimal(policies=[{"name": "p", "when": "true", "action": "override", "value": None, "expression": "1"}]),
+        "an override policy needs exactly one of value or expression",
+    ),
+    "override-without-value-or-expression": (
+        minimal(policies=[{"name": "p", "when": "true", "action": "override"}]),
+        "an override policy needs exactly one of value or expression",
+    ),
 }
 
 
@@ -172,11 +189,21 @@ def test_invalid_specs_are_rejected_by_crd_and_pydantic(case: str) -> None:
         parse_spec(spec)
 
 
-def test_override_arguments_are_checked_by_the_operator_not_cel() -> None:
-    spec = minimal(policies=[{"name": "p", "when": "true", "action": "override"}])
+def test_committed_crd_is_the_generated_one() -> None:
+    assert (ROOT / "crds" / "modeldeployment.yaml").read_text() == crd.render(), "run `make crds`"
+
+
+@pytest.mark.parametrize("policy", [
+    {"name": "p", "action": "override", "value": None},
+    {"name": "p", "when": "input.x > 1", "action": "override", "expression": "prediction.y * 2.0"},
+    {"name": "p", "action": "clamp", "min": 0.0, "field": "y"},
+    {"name": "p", "action": "reject", "message": "no"},
+])
+def test_valid_policies_pass_the_crd_the_operator_and_the_server_alike(policy: dict[str, Any]) -> None:
+    spec = minimal(policies=[policy])
     assert admit(spec) == []
-    with pytest.raises(SpecError, match="override needs exactly one of value or expression"):
-        parse_spec(spec)
+    parsed = parse_spec(spec).policies[0]
+    assert Policy.model_validate(parsed.document()) == parsed  # what server.yaml carries, read back
 
 
 def test_missing_model_is_rejected() -> None:

@@ -41,4 +41,9 @@ def test_duplicate_policy_names_are_rejected() -> None:
 
 def test_resource_quantities_may_be_integers() -> None:
     spec = parse_spec({**MINIMAL, "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}})
-    assert spec.resources == {"limits": {"cpu": 1, "memory": "1Gi"}}
+    assert spec.resources.model_dump(exclude_none=True) == {"limits": {"cpu": 1, "memory": "1Gi"}}
+
+
+def test_a_malformed_quantity_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"spec\.resources\.limits\.memory"):
+        parse_spec({**MINIMAL, "resources": {"limits": {"memory": "lots"}}})

@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from model_operator.conditions import find
-from model_operator.render import SPEC_HASH_ANNOTATION, ObjectRef, render_deployment
+from model_operator.conditions import parse_conditions
+from model_operator.render import ObjectRef, render_deployment
 from model_operator.status import (
     compute_status,
     fingerprint,
-    parse_termination_message,
+    fetch_result,
     reports_fetch,
     spec_error_status,
     status_changed,
-    verification,
 )
+from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
+from modeldeploy.contract.pod import TerminationRecord
 from modeldeploy.contract.spec import parse_spec
+from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
-from modeldeploy.params.signing import VerificationError, VerifiedModel
+from modeldeploy.params.signing import VerifiedModel
 
 REF = ObjectRef("iris", "ml")
 NOW = "2026-01-01T00:00:00Z"
@@ -28,13 +30,13 @@ SPEC = parse_spec({
     "parameters": {"source": "s3://models/iris/", "publicKey": {"secretName": "k"}},
     "replicas": 2,
 })
-GOOD = json.dumps(termination_record(
+GOOD = termination_record(
     "s3://models/iris/", VerifiedModel("sha256:" + "1" * 64, "sha256:" + "2" * 64, {"model.joblib": "3" * 64}), None,
-))
-BAD = json.dumps(termination_record(
+).line()
+BAD = termination_record(
     "s3://models/iris/", VerificationError("FilesDiffer", "model.joblib differs from the signed manifest", ["model.joblib"]),
     "sha256:" + "1" * 64,
-))
+).line()
 
 
 def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, available: int = 2, total: int | None = None,
@@ -70,14 +72,14 @@ def terminated(message: str, code: int = 0) -> dict[str, Any]:
 
 
 def test_termination_message_of_the_fetch_command_parses() -> None:
-    result = parse_termination_message(GOOD + "\n")
-    assert result is not None and result["verified"] is True and result["reason"] == "SignatureValid"
-    assert parse_termination_message("panic: something") is None
-    assert parse_termination_message(None) is None
+    result = TerminationRecord.parse(GOOD + "\n")
+    assert result is not None and result.verified is True and result.reason == "SignatureValid"
+    assert TerminationRecord.parse("panic: something") is None
+    assert TerminationRecord.parse(None) is None
 
 
 def test_verified_when_a_current_pod_fetched_successfully() -> None:
-    result = verification([pod({"state": {"terminated": terminated(GOOD)}})], current_hash())
+    result = fetch_result([pod({"state": {"terminated": terminated(GOOD)}})], current_hash())
     assert (result.status, result.reason) == ("True", "SignatureValid")
     assert result.key_fingerprint == "sha256:" + "1" * 64
     assert result.manifest_digest == "sha256:" + "2" * 64
@@ -86,7 +88,7 @@ def test_verified_when_a_current_pod_fetched_successfully() -> None:
 
 def test_failed_verification_reports_reason_and_files_from_the_last_attempt() -> None:
     crashing = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": terminated(BAD, 1)}}
-    result = verification([pod(crashing)], current_hash())
+    result = fetch_result([pod(crashing)], current_hash())
     assert (result.status, result.reason) == ("False", "FilesDiffer")
     assert "model.joblib differs" in result.message
     assert result.failed_files == ("model.joblib",)
@@ -94,25 +96,25 @@ def test_failed_verification_reports_reason_and_files_from_the_last_attempt() ->
 
 def test_pods_of_an_older_version_do_not_count() -> None:
     old = pod({"state": {"terminated": terminated(GOOD)}}, spec_hash="0" * 16)
-    assert verification([old], current_hash()).status == "Unknown"
+    assert fetch_result([old], current_hash()).status == "Unknown"
 
 
 def test_fetch_crash_without_a_result_is_a_failure() -> None:
-    result = verification([pod({"state": {"terminated": terminated("", 137)}})], current_hash())
+    result = fetch_result([pod({"state": {"terminated": terminated("", 137)}})], current_hash())
     assert (result.status, result.reason) == ("False", "FetchFailed")
     assert "137" in result.message
 
 
 def test_pending_pod_is_unknown_with_the_waiting_reason() -> None:
-    result = verification([pod({"state": {"waiting": {"reason": "ImagePullBackOff"}}})], current_hash())
+    result = fetch_result([pod({"state": {"waiting": {"reason": "ImagePullBackOff"}}})], current_hash())
     assert (result.status, result.reason) == ("Unknown", "Pending")
     assert "ImagePullBackOff" in result.message
-    assert verification([pod(None)], current_hash()).reason == "Pending"
-    assert verification([], current_hash()).reason == "NoPods"
+    assert fetch_result([pod(None)], current_hash()).reason == "Pending"
+    assert fetch_result([], current_hash()).reason == "NoPods"
 
 
 def status(dep: dict[str, Any], pods: list[dict[str, Any]], old: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return compute_status(SPEC, REF, 7, old or [], dep, pods, NOW)
+    return compute_status(SPEC, REF, 7, parse_conditions(old or []), dep, pods, NOW).patch()
 
 
 def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -142,7 +144,7 @@ def test_bad_new_version_says_why_while_old_pods_keep_serving() -> None:
     assert conditions(result)["ParametersVerified"] == ("False", "FilesDiffer")
     assert conditions(result)["Progressing"] == ("True", "RolloutProgressing")
     assert conditions(result)["Available"] == ("True", "MinimumReplicasAvailable")
-    ready = find(result["conditions"], "Ready")
+    ready = next(c for c in result["conditions"] if c["type"] == "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "FilesDiffer")
     assert "model.joblib differs" in ready["message"]
     assert result["verification"] == {"keyFingerprint": "sha256:" + "1" * 64, "manifestDigest": None,
@@ -169,26 +171,26 @@ def test_progress_deadline_exceeded_is_reported() -> None:
 def test_recomputing_an_unchanged_state_changes_nothing() -> None:
     pods = [pod({"state": {"terminated": terminated(GOOD)}})]
     first = status(deployment(), pods)
-    again = compute_status(SPEC, REF, 7, first["conditions"], deployment(), pods, LATER)
+    again = compute_status(SPEC, REF, 7, parse_conditions(first["conditions"]), deployment(), pods, LATER).patch()
     assert again == first
 
 
 def test_spec_error_sets_ready_false_spec_invalid() -> None:
-    result = spec_error_status(3, [], "spec.image is not set", NOW)
+    result = spec_error_status(3, [], "spec.image is not set", NOW).patch()
+    assert set(result) == {"observedGeneration", "conditions"}  # the rest of the stored status stays
     assert result["observedGeneration"] == 3
     assert conditions(result) == {"Ready": ("False", "SpecInvalid")}
 
 
 def test_status_unchanged_when_only_deleted_keys_differ() -> None:
     pods = [pod({"state": {"terminated": terminated(BAD, 1)}})]
-    new = status(deployment(), pods)
-    stored = json.loads(json.dumps(new))
+    new = compute_status(SPEC, REF, 7, [], deployment(), pods, NOW)
+    stored = json.loads(json.dumps(new.patch()))
     stored["verification"] = {k: v for k, v in stored["verification"].items() if v is not None}
     assert not status_changed(stored, new)
     assert status_changed(None, new)
     assert status_changed({**stored, "readyReplicas": 1}, new)
-    assert status_changed({**stored, "verification": {"keyFingerprint": "sha256:old"}},
-                          {**new, "verification": {"keyFingerprint": None}})
+    assert status_changed({**stored, "verification": {**stored["verification"], "keyFingerprint": "sha256:old"}}, new)
 
 
 def test_fingerprint_ignores_status_only_updates() -> None:
@@ -211,7 +213,7 @@ def test_only_pods_whose_fetch_container_reports_need_a_status_refresh() -> None
 
 def test_a_record_cut_at_the_kubernetes_limit_keeps_its_reason() -> None:
     record = '{"verified":false,"reason":"FilesDiffer","message":"' + "x" * 5000 + '"}'
-    result = parse_termination_message(record[:4096])
-    assert result is not None and (result["verified"], result["reason"]) == (False, "FilesDiffer")
-    failed = verification([pod({"state": {"terminated": terminated(record[:4096], 1)}})], current_hash())
+    result = TerminationRecord.parse(record[:4096])
+    assert result is not None and (result.verified, result.reason) == (False, "FilesDiffer")
+    failed = fetch_result([pod({"state": {"terminated": terminated(record[:4096], 1)}})], current_hash())
     assert failed.reason == "FilesDiffer"

@@ -17,6 +17,7 @@ import yaml
 from server_support import PUBLIC_KEY, SETOSA, app_client
 
 from modeldeploy.params import signing
+from modeldeploy.params.errors import VerificationError
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +94,7 @@ async def test_1_pickle_under_an_ignore_path_of_the_signature_is_refused(
     dest.parent.mkdir()
     try:
         fetch.fetch(str(model), dest, PUBLIC_KEY[0])  # the init container
-    except signing.VerificationError as err:
+    except VerificationError as err:
         assert err.reason == "FilesDiffer" and err.files == ["model.joblib"]
         dest = model  # and the server refuses the tree by itself too
     assert "FilesDiffer" in await load_error(dest)
@@ -254,7 +255,10 @@ async def test_7_python_flavor_writes_no_pycache_and_loads_again(
 async def test_9_probes_answer_during_a_slow_policy_and_the_budget_bounds_it(
     pricing_dir: Callable[..., Path]
 ) -> None:
-    slow = " && ".join(["[1,2,3,4,5,6,7,8,9,10].map(x, [1,2,3,4,5,6,7,8,9,10].map(y, x * y)).size() > 0"] * 40)
+    numbers = f"[{','.join(str(i) for i in range(1, 11))}]"
+    cube = f"{numbers}.map(x, {numbers}.map(y, {numbers}.map(z, x * y * z))).size() > 0"
+    slow = " && ".join([cube] * 4)  # 4,000 products per row, within the 1,024 characters of a policy
+    assert len(slow) <= 1024
     policies = [{"name": "expensive", "when": slow, "action": "reject"}]
     async with app_client(pricing_dir(), policies=policies, policy_timeout_seconds=0.5) as client:
         began = time.monotonic()
@@ -307,7 +311,7 @@ async def test_12_datatype_is_checked_against_the_model(iris_dir: Path, body: di
 async def test_12_requested_outputs_are_honoured(pricing_dir: Callable[..., Path], iris_dir: Path) -> None:
     async with app_client(iris_dir) as client:
         chosen = await client.post(INFER, json={**columns("FP32"), "outputs": [{"name": "species"}]})
-        assert [o["name"] for o in chosen.json()["outputs"]] == ["species"]
+        assert [o["name"] for o in chosen.json()["outputs"]] == ["species"], chosen.text
         none = await client.post(INFER, json={**columns(), "outputs": []})
         assert none.status_code == 200 and none.json()["outputs"] == []
         unknown = await client.post(INFER, json={**columns(), "outputs": [{"name": "colour"}]})

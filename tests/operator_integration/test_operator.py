@@ -31,8 +31,9 @@ from devcluster.localrun import (
     restore,
 )
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
+from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
-from modeldeploy.params.signing import VerificationError, VerifiedModel
+from modeldeploy.params.signing import VerifiedModel
 
 SERVER_IMAGE = "modeldeploy-server:test"
 FINGERPRINT = "sha256:" + "ab" * 32

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from modeldeploy.params import fetch as fetching
 from modeldeploy.params import signing
-from modeldeploy.params.signing import VerificationError
+from modeldeploy.params.errors import VerificationError
 
 from .conftest import HttpServer
 from .helpers import Keys, assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz
@@ -218,7 +218,7 @@ def test_8_record_of_many_long_file_names_stays_under_4_kib(model: Path, dest: P
 def test_8_record_is_bounded_whatever_the_error() -> None:
     err = VerificationError("FilesDiffer", "y" * 100_000, [f"{i}-{'é' * 3000}" for i in range(500)])
     record = fetching.termination_record("s3://b/" + "k" * 10_000, err, "sha256:" + "0" * 64)
-    assert len(fetching.encode_record(record).encode()) < 4096 and record["reason"] == "FilesDiffer"
+    assert len(record.line().encode()) < 4096 and record.reason == "FilesDiffer"
 
 
 # --- case 10: archive expansion is bounded by default ------------------------------------------

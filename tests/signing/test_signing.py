@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from modeldeploy.params import signing
-from modeldeploy.params.signing import VerificationError
+from modeldeploy.params.errors import VerificationError
 
 from .helpers import Keys, cli, flip_byte, make_keys
 

@@ -1,0 +1,152 @@
+"""The pod contract: what the operator renders into a pod and what its containers run and report.
+
+```
+init container `fetch`   modeldeploy fetch SOURCE --dest MODEL_DIR --public-key KEYS_DIR/KEY ...
+                         (FetchArgs.argv) -> writes a TerminationRecord to TERMINATION_LOG
+container `server`       modeldeploy serve MODEL_DIR --config CONFIG_PATH ... (ServeArgs.argv)
+                         reads ServerConfig from CONFIG_PATH; probes on the HEALTH_* paths
+```
+The operator reads the record back from the init container's termination message
+(`TerminationRecord.parse`) to set `ParametersVerified`. Both sides import this module, so
+neither can change a name, a flag or a record field without the other's tests noticing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from modeldeploy.contract.spec import Policy
+
+INIT_CONTAINER: Final = "fetch"
+SERVER_CONTAINER: Final = "server"
+COMMAND: Final = "modeldeploy"
+
+MODEL_ROOT: Final = "/var/lib/modeldeploy"  # the parameters volume
+MODEL_DIR: Final = f"{MODEL_ROOT}/model"  # where fetch installs the verified tree
+KEYS_DIR: Final = "/etc/modeldeploy/keys"  # the public key Secret
+CONFIG_DIR: Final = "/etc/modeldeploy"
+CONFIG_KEY: Final = "server.yaml"  # the ConfigMap key holding ServerConfig
+CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_KEY}"
+TERMINATION_LOG: Final = "/dev/termination-log"
+SERVER_PORT: Final = 8000
+PORT_NAME: Final = "http"
+RUN_AS: Final = 65532  # the images' user and group
+
+HEALTH_STARTUP: Final = "/api/health/startup"
+HEALTH_READY: Final = "/api/health/ready"
+HEALTH_LIVE: Final = "/api/health"
+
+MAX_RECORD_BYTES: Final = 4000  # Kubernetes keeps 4096 bytes of a termination message
+
+
+@dataclass(frozen=True)
+class FetchArgs:
+    """The init container's command line (`modeldeploy fetch`)."""
+
+    source: str
+    dest: str
+    public_key: str
+    termination_log: str | None = None
+    max_bytes: int | None = None
+    deadline: float | None = None
+    signature_uri: str | None = None
+    sha256: str | None = None
+
+    def argv(self) -> list[str]:
+        """The command, as the container runs it."""
+        command = [COMMAND, "fetch", self.source, "--dest", self.dest, "--public-key", self.public_key]
+        for flag, value in (
+            ("--termination-log", self.termination_log),
+            ("--max-bytes", self.max_bytes),
+            ("--deadline", self.deadline),
+            ("--signature-uri", self.signature_uri),
+            ("--sha256", self.sha256),
+        ):
+            if value is not None:
+                command += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return command
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    """The server container's command line (`modeldeploy serve`)."""
+
+    model_dir: str
+    config: str
+    public_key: str
+    host: str = "0.0.0.0"
+    port: int = SERVER_PORT
+
+    def argv(self) -> list[str]:
+        """The command, as the container runs it."""
+        return [
+            COMMAND, "serve", self.model_dir, "--config", self.config, "--public-key", self.public_key,
+            "--host", self.host, "--port", str(self.port),
+        ]
+
+
+class ServerConfig(BaseModel):
+    """`server.yaml`: what the operator tells the server beyond its command line (camelCase keys)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              protected_namespaces=())
+
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_batch_size: int = Field(default=1024, gt=0)
+    drain_seconds: float = Field(default=5.0, ge=0.0)
+    policies: tuple[Policy, ...] = ()
+    policy_timeout_seconds: float = Field(default=1.0, gt=0.0)  # per request, all rows and policies
+
+    def document(self) -> dict[str, Any]:
+        """The YAML document: only the keys that were set, policies as written."""
+        document = self.model_dump(by_alias=True, exclude_unset=True, exclude={"policies"})
+        if "policies" in self.model_fields_set:
+            document["policies"] = [policy.document() for policy in self.policies]
+        return document
+
+
+# `verified` and `reason` come first in the record, so they survive a message cut at 4 KiB.
+_RECORD_HEAD = re.compile(r'^\{\s*"verified"\s*:\s*(true|false)\s*,\s*"reason"\s*:\s*"([A-Za-z]+)"')
+
+
+class TerminationRecord(BaseModel):
+    """The init container's result: one line of JSON in its termination message."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    verified: bool
+    reason: str
+    message: str = ""
+    key_fingerprint: str | None = Field(default=None, alias="keyFingerprint")
+    manifest_digest: str | None = Field(default=None, alias="manifestDigest")
+    failed_files: tuple[str, ...] = Field(default=(), alias="failedFiles")
+    source: str | None = None
+
+    def line(self) -> str:
+        """The record as written: ASCII JSON on one line, `verified` and `reason` first."""
+        document = self.model_dump(by_alias=True)
+        document["failedFiles"] = list(self.failed_files)
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, text: str | None) -> TerminationRecord | None:
+        """The record in a termination message (its last record line), or None if there is none.
+
+        A record cut short by the kubelet still yields its `verified` and `reason`.
+        """
+        lines = (text or "").strip().splitlines()
+        for line in reversed(lines):
+            try:
+                return cls.model_validate_json(line)
+            except ValidationError:
+                continue
+        head = _RECORD_HEAD.match(lines[-1].strip()) if lines else None
+        if head:
+            return cls(verified=head[1] == "true", reason=head[2], message="(the fetch result was truncated)")
+        return None

@@ -1,0 +1,53 @@
+"""Every reason code a ModelDeployment's conditions can carry (CamelCase, matched by users and tests).
+
+The fetch init container writes a verification reason into its termination record, the
+server logs the same codes when it refuses to load, and the operator copies them into
+`ParametersVerified` and `Ready`. The operator's own reasons follow.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Verification: what fetch, `modeldeploy verify` and the server's load report.
+SIGNATURE_VALID: Final = "SignatureValid"
+SIGNATURE_MISSING: Final = "SignatureMissing"
+SIGNATURE_MALFORMED: Final = "SignatureMalformed"
+SIGNATURE_INVALID: Final = "SignatureInvalid"
+UNSUPPORTED_SIGNATURE: Final = "UnsupportedSignature"
+KEY_MISMATCH: Final = "KeyMismatch"
+PUBLIC_KEY_INVALID: Final = "PublicKeyInvalid"
+PRIVATE_KEY_INVALID: Final = "PrivateKeyInvalid"
+FILES_DIFFER: Final = "FilesDiffer"
+FILE_NOT_SIGNED: Final = "FileNotSigned"
+DIGEST_MISMATCH: Final = "DigestMismatch"
+UNSAFE_ARCHIVE: Final = "UnsafeArchive"
+UNSAFE_FILE: Final = "UnsafeFile"
+TOO_LARGE: Final = "TooLarge"
+DESTINATION_INVALID: Final = "DestinationInvalid"
+
+# Transport: the parameters or their signature could not be read.
+SOURCE_NOT_FOUND: Final = "SourceNotFound"
+SOURCE_INVALID: Final = "SourceInvalid"
+DOWNLOAD_FAILED: Final = "DownloadFailed"
+DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+FETCH_FAILED: Final = "FetchFailed"  # fetch ended without a record, or with an unexpected error
+
+VERIFICATION: Final = frozenset({
+    SIGNATURE_VALID, SIGNATURE_MISSING, SIGNATURE_MALFORMED, SIGNATURE_INVALID, UNSUPPORTED_SIGNATURE,
+    KEY_MISMATCH, PUBLIC_KEY_INVALID, PRIVATE_KEY_INVALID, FILES_DIFFER, FILE_NOT_SIGNED, DIGEST_MISMATCH,
+    UNSAFE_ARCHIVE, UNSAFE_FILE, TOO_LARGE, DESTINATION_INVALID,
+})
+TRANSPORT: Final = frozenset({SOURCE_NOT_FOUND, SOURCE_INVALID, DOWNLOAD_FAILED, DEADLINE_EXCEEDED, FETCH_FAILED})
+FETCH: Final = VERIFICATION | TRANSPORT
+
+# The operator's: why a ModelDeployment is (not) Ready, and what its rollout does.
+SPEC_INVALID: Final = "SpecInvalid"
+CHILD_REJECTED: Final = "ChildRejected"  # the API server refused a rendered child
+SERVING: Final = "Serving"
+SCALED_TO_ZERO: Final = "ScaledToZero"
+ROLLOUT_PROGRESSING: Final = "RolloutProgressing"
+ROLLOUT_COMPLETE: Final = "RolloutComplete"
+PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+NO_PODS: Final = "NoPods"
+PENDING: Final = "Pending"
