@@ -112,11 +112,10 @@ class Parameters(ContractModel):
 class Policy(ContractModel):
     """A CEL rule the server applies to every prediction: reject it, override a field, or clamp a field."""
 
+    # The API server's CEL cannot see `value` (untyped: any JSON value), so the rules that
+    # involve it run in `_action_arguments` only: the operator reports them as SpecInvalid.
     model_config = ConfigDict(json_schema_extra=rules(
-        ("self.action == 'override' || (!has(self.value) && !has(self.expression))",
-         "value and expression apply to override only"),
-        ("self.action != 'override' || has(self.value) != has(self.expression)",
-         "an override policy needs exactly one of value or expression"),
+        ("self.action == 'override' || !has(self.expression)", "value and expression apply to override only"),
         ("self.action == 'clamp' || (!has(self.min) && !has(self.max))", "min and max apply to clamp only"),
         ("self.action != 'clamp' || has(self.min) || has(self.max)", "a clamp policy needs min and/or max"),
         ("!has(self.min) || !has(self.max) || self.min <= self.max", "min must be <= max"),
@@ -131,7 +130,10 @@ class Policy(ContractModel):
                               description="Output field for override/clamp. Default the model's only output.")
     min: float | None = Field(default=None, description="Lower clamp bound.")
     max: float | None = Field(default=None, description="Upper clamp bound.")
-    value: AnyValue = Field(default=None, description="Literal replacement for override (any JSON value, null included).")
+    value: AnyValue = Field(default=None, description=(
+        "Literal replacement for override (any JSON value, null included; exactly one of value or "
+        "expression, checked by the operator since CEL cannot inspect untyped fields)."
+    ))
     expression: str | None = Field(default=None, min_length=1, max_length=1024,
                                    description="CEL expression computing the replacement for override.")
     message: str | None = Field(default=None, max_length=1024,

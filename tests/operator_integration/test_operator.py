@@ -31,6 +31,7 @@ from devcluster.localrun import (
     restore,
 )
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
+from modeldeploy.contract.pod import TerminationRecord
 from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
 from modeldeploy.params.signing import VerifiedModel
@@ -265,11 +266,13 @@ def test_invalid_specs_are_rejected_with_a_readable_message(
 def test_spec_the_api_server_admits_but_the_operator_cannot_render_is_reported(
     operator: OperatorProcess, api: client.ApiClient, namespace: str,
 ) -> None:
-    create(api, namespace, model_deployment("iris", policies=[{"name": "p", "when": "true", "action": "override"}]))
+    # An override-to-null that also has an expression: the server refuses it, CEL cannot see `value`.
+    policy = {"name": "p", "when": "true", "action": "override", "value": None, "expression": "1.0"}
+    create(api, namespace, model_deployment("iris", policies=[policy]))
     md = wait_for(lambda: (m := get_md(api, namespace, "iris")) and condition(m, "Ready") and m, "a Ready condition")
     ready = condition(md, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "SpecInvalid")
-    assert "override needs exactly one of value or expression" in ready["message"]
+    assert "an override policy needs exactly one of value or expression" in ready["message"]
     assert wait_for(lambda: [e for e in events(api, namespace, "iris") if e.reason == "SpecInvalid" and e.type == "Warning"],
                     "a SpecInvalid warning event")
     assert client.AppsV1Api(api).list_namespaced_deployment(namespace).items == []
@@ -280,10 +283,10 @@ def pod_names(api: client.ApiClient, namespace: str) -> list[str]:
     return [p.metadata.name for p in pods.items]
 
 
-def report_fetch(api: client.ApiClient, namespace: str, pod: str, record: dict[str, Any], exit_code: int) -> None:
+def report_fetch(api: client.ApiClient, namespace: str, pod: str, record: TerminationRecord, exit_code: int) -> None:
     """Write the pod status the kubelet would after the fetch init container exits."""
     terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                  "message": json.dumps(record), "startedAt": "2026-01-01T00:00:00Z",
+                  "message": record.line(), "startedAt": "2026-01-01T00:00:00Z",
                   "finishedAt": "2026-01-01T00:00:05Z"}
     state = {"terminated": terminated} if exit_code == 0 else {"waiting": {"reason": "CrashLoopBackOff"}}
     last = {} if exit_code == 0 else {"terminated": terminated}
