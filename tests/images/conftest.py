@@ -53,7 +53,8 @@ def throwaway_containerd() -> Iterator[str]:
     address = str(root / "containerd.sock")
     # devcluster.process runs it in its own session and stops it by pid and start time; the
     # probe is never called (containerd has no HTTP health endpoint here; ``ctr version`` is).
-    spec = ProcessSpec("containerd", ("containerd", "--config", str(root / "config.toml")), root / "containerd.log", Probe(""))
+    command = ("containerd", "--config", str(root / "config.toml"))
+    spec = ProcessSpec("containerd", command, root / "containerd.log", Probe(""))
     handle = process.start(spec)
     try:
         deadline = time.monotonic() + 30

@@ -1,18 +1,32 @@
-"""The built archives, for real: their configs, their names in containerd, and the server image running."""
+"""The built archives, for real: their configs, their contents, their names in containerd, and the images running."""
 
 from __future__ import annotations
 
+import email.parser
 import json
+import posixpath
+import re
 import subprocess
 import tarfile
 import threading
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from devcluster import images
+from tests.dependency_sets.resolve import (
+    FIRST_PARTY,
+    HARNESS_FILES,
+    KUBERNETES_LIBRARIES,
+    SERVING_LIBRARIES,
+    closure,
+    dependency_set,
+)
 
 # A cold cache builds every image inside the first test's fixture (about 10 minutes on 2 cores).
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -23,6 +37,62 @@ def _config(archive: Path) -> dict[str, Any]:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
         config: dict[str, Any] = json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
     return config
+
+
+_SITE_PACKAGES = re.compile(r"venv/lib/python(?P<version>3\.\d+)/site-packages/(?P<top>[^/]+)")
+_METADATA = re.compile(r"venv/lib/python3\.\d+/site-packages/[^/]+\.dist-info/METADATA")
+# Each product image installs one set (Dockerfile: `requirements.py operator` / `server`).
+IMAGE_SETS = {images.OPERATOR_IMAGE: "operator", images.SERVER_IMAGE: "server"}
+
+
+@dataclass(frozen=True)
+class Contents:
+    """An image's merged filesystem (its layers applied in order, whiteouts honoured) and its venv's distributions."""
+
+    paths: frozenset[str]
+    python: str
+    top_level: frozenset[str]
+    requires: Mapping[str, list[str]]  # canonical distribution name -> its Requires-Dist lines
+
+
+def _contents(archive: Path) -> Contents:
+    """Read every layer of a docker archive, keeping the venv's METADATA files."""
+    paths: set[str] = set()
+    metadata: dict[str, bytes] = {}
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        for layer_name in manifest[0]["Layers"]:
+            added: set[str] = set()
+            with tarfile.open(fileobj=outer.extractfile(layer_name), mode="r:*") as layer:
+                for member in layer:
+                    path = posixpath.normpath(member.name.lstrip("/")).removeprefix("./")
+                    head, base = posixpath.split(path)
+                    if base == ".wh..wh..opq":  # the directory's lower contents are gone, not itself
+                        paths -= {p for p in paths if p.startswith(head + "/")}
+                    elif base.startswith(".wh."):
+                        gone = posixpath.join(head, base.removeprefix(".wh."))
+                        paths -= {p for p in paths if p == gone or p.startswith(gone + "/")}
+                    else:
+                        added.add(path)
+                        if _METADATA.fullmatch(path) and (member.isfile() or member.islnk()):
+                            metadata[path] = layer.extractfile(member).read()  # type: ignore[union-attr]
+            paths |= added
+    found = [m for p in paths if (m := _SITE_PACKAGES.fullmatch(p))]
+    assert found, f"no /venv/lib/python3.*/site-packages in {archive}"
+    requires: dict[str, list[str]] = {}
+    for path, data in metadata.items():
+        if path in paths:
+            message = email.parser.BytesParser().parsebytes(data)
+            requires[canonicalize_name(message["Name"])] = message.get_all("Requires-Dist") or []
+    dist_infos = [m["top"] for m in found if m["top"].endswith(".dist-info")]
+    assert len(dist_infos) == len(requires), f"a *.dist-info without METADATA in {archive}"
+    return Contents(frozenset(paths), found[0]["version"], frozenset(m["top"] for m in found), requires)
+
+
+@pytest.fixture(scope="module")
+def contents(node_image_archives: dict[str, Path]) -> dict[str, Contents]:
+    """The operator's and the server's contents (reading the server's layers takes a few seconds)."""
+    return {reference: _contents(node_image_archives[reference]) for reference in IMAGE_SETS}
 
 
 def _ctr(address: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +114,8 @@ def loaded(node_image_archives: dict[str, Path], throwaway_containerd: str) -> s
 
 
 def test_every_node_image_is_built(node_image_archives: dict[str, Path]) -> None:
-    assert {images.OPERATOR_IMAGE, images.SERVER_IMAGE, images.PAUSE_IMAGE, images.COREDNS_IMAGE} <= set(node_image_archives)
+    wanted = {images.OPERATOR_IMAGE, images.SERVER_IMAGE, images.PAUSE_IMAGE, images.COREDNS_IMAGE}
+    assert wanted <= set(node_image_archives)
     assert any(ref.startswith(images.MINIO_REPOSITORY + ":") for ref in node_image_archives)
 
 
@@ -60,6 +131,67 @@ def test_scratch_images_run_as_non_root(node_image_archives: dict[str, Path]) ->
         if reference not in images.PRODUCT_TARGETS:
             user = _config(archive)["config"]["User"]
             assert user and not user.startswith("0"), reference
+
+
+@pytest.mark.parametrize("reference", sorted(IMAGE_SETS))
+def test_product_image_installs_exactly_its_set(contents: dict[str, Contents], reference: str) -> None:
+    """The venv holds the set and what it requires (per the image's own METADATA), and nothing else."""
+    image = contents[reference]
+    wanted = closure([*dependency_set(IMAGE_SETS[reference]), "modeldeploy"], image.requires.get,
+                     {"python_version": image.python})
+    installed = set(image.requires)
+    assert installed == wanted, f"not in the set: {sorted(installed - wanted)}; missing: {sorted(wanted - installed)}"
+
+
+def test_server_image_has_no_kubernetes_client(contents: dict[str, Contents]) -> None:
+    server = contents[images.SERVER_IMAGE]
+    assert {"fastapi", "scikit-learn", "onnxruntime", "model-signing"} <= set(server.requires)
+    assert not set(server.requires) & KUBERNETES_LIBRARIES
+    assert not server.top_level & {"kopf", "kubernetes"}
+
+
+def test_operator_image_has_no_serving_library(contents: dict[str, Contents]) -> None:
+    operator = contents[images.OPERATOR_IMAGE]
+    assert KUBERNETES_LIBRARIES <= set(operator.requires)
+    assert not set(operator.requires) & (SERVING_LIBRARIES | {"model-signing"})
+    assert not operator.top_level & {"sklearn", "onnxruntime", "fastapi", "starlette", "uvicorn", "numpy", "scipy"}
+
+
+@pytest.mark.parametrize("reference", sorted(IMAGE_SETS))
+def test_product_image_holds_the_packages_and_no_harness(contents: dict[str, Contents], reference: str) -> None:
+    image = contents[reference]
+    assert set(FIRST_PARTY) <= image.top_level and "modeldeploy" in image.requires
+    assert not [p for p in image.paths if "devcluster" in p.split("/")]
+    ours = [p for p in image.paths if (m := _SITE_PACKAGES.match(p)) and m["top"] in FIRST_PARTY]
+    assert [p for p in ours if p.endswith(".py")], "no modules of the product packages"
+    harness = [p for p in ours if posixpath.basename(p) in HARNESS_FILES or posixpath.basename(p).startswith("test_")]
+    assert not harness and not [p for p in ours if "tests" in p.split("/")]
+    assert not [p for p in image.paths if p == "src" or p.startswith("src/")], "the build's /src was copied"
+
+
+def _commands(help_text: str) -> set[str]:
+    """The command names a click ``--help`` lists under ``Commands:``."""
+    return {line.split()[0] for line in help_text.partition("Commands:")[2].splitlines() if line.strip()}
+
+
+def test_server_cli_lists_serving_and_fetching_but_not_the_operator(loaded: str) -> None:
+    proc = _run(loaded, images.SERVER_IMAGE, "modeldeploy", "--help")
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    assert {"serve", "fetch", "verify"} <= commands and "operator" not in commands
+
+
+def test_operator_cli_lists_only_the_operator(loaded: str) -> None:
+    proc = _run(loaded, images.OPERATOR_IMAGE, "modeldeploy", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert _commands(proc.stdout) == {"operator"}
+
+
+def test_operator_image_imports_the_operator(loaded: str) -> None:
+    """What `modeldeploy operator` imports once it runs (its --help imports neither kopf nor the handlers)."""
+    code = "import kopf, model_operator.handlers, model_operator.kube; print('ok')"
+    proc = _run(loaded, images.OPERATOR_IMAGE, "python", "-c", code)
+    assert proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_containerd_records_the_names_a_pod_resolves(loaded: str, node_image_archives: dict[str, Path]) -> None:

@@ -69,7 +69,22 @@ def test_project_dockerfile_targets_copy_the_packages() -> None:
     stages = images.parse_dockerfile((ROOT / "Dockerfile").read_text())
     for target in images.PRODUCT_TARGETS.values():
         sources = images.target_sources(stages, target)
-        assert {"pyproject.toml", "modeldeploy", "model_server", "model_operator"} <= set(sources)
+        wanted = {"pyproject.toml", "scripts/requirements.py", "modeldeploy", "model_server", "model_operator"}
+        assert wanted <= set(sources)
+
+
+def test_project_context_keeps_the_requirements_script_and_no_harness() -> None:
+    """What the project's .dockerignore lets a target copy: the packages and one script, no devcluster or tests."""
+    rules = images.dockerignore_rules((ROOT / ".dockerignore").read_text())
+    assert not images.is_ignored("scripts/requirements.py", rules)
+    assert images.is_ignored("scripts/build-minio.sh", rules)
+    assert images.is_ignored("devcluster/demo.py", rules) and images.is_ignored("tests/conftest.py", rules)
+    stages = images.parse_dockerfile((ROOT / "Dockerfile").read_text())
+    for target in images.PRODUCT_TARGETS.values():
+        copied = [path for path, _ in images.context_files(ROOT, images.target_sources(stages, target), rules)]
+        tops = {path.split("/")[0] for path in copied}
+        assert tops == {"pyproject.toml", "README.md", "scripts", "modeldeploy", "model_operator", "model_server"}
+        assert [p for p in copied if p.startswith("scripts/")] == ["scripts/requirements.py"]
 
 
 def test_dockerignore_last_match_wins_and_parents_count() -> None:
@@ -90,6 +105,16 @@ def test_product_key_changes_when_a_copied_file_changes(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     before = {t: images.product_key(root, t, "base") for t in images.PRODUCT_TARGETS.values()}
     (root / "model_server" / "__init__.py").write_text("# changed\n", encoding="utf-8")
+    after = {t: images.product_key(root, t, "base") for t in images.PRODUCT_TARGETS.values()}
+    assert all(before[t] != after[t] for t in before)
+
+
+def test_product_key_changes_when_the_requirements_script_changes(tmp_path: Path) -> None:
+    """The requirements stage copies scripts/requirements.py: both images depend on it."""
+    root = _tree(tmp_path)
+    before = {t: images.product_key(root, t, "base") for t in images.PRODUCT_TARGETS.values()}
+    script = root / "scripts" / "requirements.py"
+    script.write_text(script.read_text() + "\n# changed\n")
     after = {t: images.product_key(root, t, "base") for t in images.PRODUCT_TARGETS.values()}
     assert all(before[t] != after[t] for t in before)
 
@@ -119,7 +144,8 @@ def test_base_key_depends_on_suite_and_package_set_only() -> None:
 def test_bud_keeps_state_under_the_cache_and_reaches_pypi(tmp_path: Path) -> None:
     storage = images.Storage(tmp_path / "s", "vfs")
     cmd = images.bud_command(storage, Path("/src"), "model-server", "docker.io/library/m:1", "localhost/b:1")
-    assert cmd[:7] == ["buildah", "--storage-driver", "vfs", "--root", f"{tmp_path}/s/root", "--runroot", f"{tmp_path}/s/run"]
+    state = ["--root", f"{tmp_path}/s/root", "--runroot", f"{tmp_path}/s/run"]
+    assert cmd[:7] == ["buildah", "--storage-driver", "vfs", *state]
     assert ["--target", "model-server"] == cmd[cmd.index("--target"):cmd.index("--target") + 2]
     assert "PYTHON_IMAGE=localhost/b:1" in cmd
     assert "/etc/ssl/certs:/etc/ssl/certs:ro" in cmd
@@ -128,7 +154,10 @@ def test_bud_keeps_state_under_the_cache_and_reaches_pypi(tmp_path: Path) -> Non
 
 def test_ctr_import_targets_the_given_socket_and_the_cri_namespace() -> None:
     cmd = images.ctr_import_command("/tmp/c.sock", Path("/a.tar"), "native")
-    assert cmd == ["ctr", "--address", "/tmp/c.sock", "--namespace", "k8s.io", "images", "import", "--snapshotter", "native", "/a.tar"]
+    assert cmd == [
+        "ctr", "--address", "/tmp/c.sock", "--namespace", "k8s.io",
+        "images", "import", "--snapshotter", "native", "/a.tar",
+    ]
 
 
 def test_parse_image_labels_reads_ctr_images_ls() -> None:
@@ -136,7 +165,8 @@ def test_parse_image_labels_reads_ctr_images_ls() -> None:
         "REF TYPE DIGEST SIZE PLATFORMS LABELS\n"
         "docker.io/library/a:1 application/vnd.docker.distribution.manifest.v2+json sha256:ab 10.0 MiB linux/amd64 "
         "io.cri-containerd.image=managed,modeldeploy.io/archive.native=a-1.tar\n"
-        "registry.k8s.io/pause:3.10 application/vnd.docker.distribution.manifest.v2+json sha256:cd 1.0 KiB linux/amd64 -\n"
+        "registry.k8s.io/pause:3.10 application/vnd.docker.distribution.manifest.v2+json sha256:cd 1.0 KiB "
+        "linux/amd64 -\n"
     )
     labels = images.parse_image_labels(out)
     assert labels["docker.io/library/a:1"][images.loaded_label("native")] == "a-1.tar"
