@@ -36,8 +36,8 @@ from model_operator.status import (
 )
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
-from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 from modeldeploy.contract.spec import SpecError, parse_spec
+from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
@@ -162,7 +162,8 @@ async def reconcile(
                 raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
             message = f"the API server rejected a child: {_api_message(err)}"
             logger.warning("%s", message)
-            return Outcome(spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED), message)
+            rejected = spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED)
+            return Outcome(rejected, message)
     status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)

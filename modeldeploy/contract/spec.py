@@ -31,7 +31,9 @@ Quantity = Annotated[
 # A literal JSON value of any type, kept as written (null included).
 AnyValue = Annotated[Any, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True, "nullable": True})]
 # A nested core/v1 object the operator passes through unchanged.
-OpaqueObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})]
+OpaqueObject = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+]
 
 
 def rules(*pairs: tuple[str, str]) -> dict[str, Any]:

@@ -54,7 +54,8 @@ class Verification(StatusModel):
 class ModelDeploymentStatus(StatusModel):
     """What the operator observed."""
 
-    observed_generation: int = Field(alias="observedGeneration", description="The spec generation this status describes.")
+    observed_generation: int = Field(alias="observedGeneration",
+                                     description="The spec generation this status describes.")
     replicas: int | None = None
     ready_replicas: int | None = Field(default=None, alias="readyReplicas")
     updated_replicas: int | None = Field(default=None, alias="updatedReplicas")
