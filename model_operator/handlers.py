@@ -62,6 +62,26 @@ class Outcome:
     applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class State:
+    """What one operator process keeps between handler calls (kopf's memo holds it as `memo.state`)."""
+
+    kube: Kube
+    server_image: str | None
+    # one reconcile per ModelDeployment (by uid) at a time, and few at once
+    locks: collections.defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock)
+    )
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
+    # (kind, namespace, name) -> fingerprint of what this process last wrote
+    applied: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+
+
+def _state(memo: kopf.Memo) -> State:
+    state: State = memo.state
+    return state
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -75,19 +95,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    memo.kube = await Kube.connect()
-    if not settings.peering.standalone:
-        await memo.kube.ensure_peering(settings.peering.name)
-    memo.locks = collections.defaultdict(asyncio.Lock)
     # Few reconciles at a time, each finishing quickly, beat all of them interleaving their calls.
-    memo.slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
-    memo.applied = {}  # (kind, namespace, name) -> fingerprint of what this process last wrote
+    memo.state = State(await Kube.connect(), memo.get("server_image"))
+    if not settings.peering.standalone:
+        await memo.state.kube.ensure_peering(settings.peering.name)
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    memo.kube.close()
+    _state(memo).kube.close()
 
 
 async def _apply_children(
@@ -123,7 +140,7 @@ async def reconcile(
 
     Args:
         body: the ModelDeployment.
-        memo: the operator's memo (API facade, locks, fingerprints of what was written).
+        memo: the operator's memo, holding its `State`.
         logger: where to log.
         apply: apply the children; otherwise only read the Deployment and pods for the status.
         deployment: the Deployment as just seen in a watch event, to save reading it.
@@ -137,20 +154,21 @@ async def reconcile(
     ref = ObjectRef(meta["name"], meta["namespace"])
     generation = int(meta.get("generation", 0))
     old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
-    kube: Kube = memo.kube
-    async with memo.locks[meta["uid"]], memo.slots:
+    state = _state(memo)
+    kube = state.kube
+    async with state.locks[meta["uid"]], state.slots:
         started = time.monotonic()
-        if changed_child is not None and memo.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
+        if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
             apply = False
         try:
             spec = parse_spec(body["spec"])
-            children = render_all(spec, ref, memo.server_image)
+            children = render_all(spec, ref, state.server_image)
             kopf.adopt(children, owner=body)
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if apply or deployment is None:
-                applied = await _apply_children(kube, body, children, ref, memo.applied)
+                applied = await _apply_children(kube, body, children, ref, state.applied)
                 deployment = applied[("Deployment", ref.name)]
             selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
             pods = await kube.list_pods(ref.namespace, selector)
@@ -249,7 +267,8 @@ async def _refresh_owner(
         kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
     _post_events(owner, outcome)
     if status_changed(owner.get("status"), outcome.status):
-        await memo.kube.patch_status(owner["metadata"]["name"], owner["metadata"]["namespace"], outcome.status.patch())
+        meta = owner["metadata"]
+        await _state(memo).kube.patch_status(meta["name"], meta["namespace"], outcome.status.patch())
 
 
 def _child_handler(group: str, version: str, plural: str) -> None:
@@ -263,7 +282,7 @@ def _child_handler(group: str, version: str, plural: str) -> None:
         model_deployments: Owners = kwargs["model_deployments"]  # kopf passes indexes by name
         if type == "DELETED":
             await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
-        elif memo.applied.get(_child_key(body)) != fingerprint(body):
+        elif _state(memo).applied.get(_child_key(body)) != fingerprint(body):
             await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="edited")
         elif body["kind"] == "Deployment":
             await _refresh_owner(body, memo, logger, model_deployments, apply=False)

@@ -163,13 +163,13 @@ class DataPlane:
             raise InvalidInput(*validation_messages(err)) from err
 
     # predict -------------------------------------------------------------------------------
-    async def predict(self, name: str, rows: list[Row]) -> list[Prediction]:
-        """Predict validated rows, then apply the policies to each prediction.
+    async def predict(self, model: ServedModel, rows: list[Row]) -> list[Prediction]:
+        """Predict validated rows with `model` (from `get_model`), then apply the policies to each prediction.
 
         Raises:
-            ModelNotFound, ModelNotReady, PolicyRejected, PredictionFailed.
+            ModelNotReady, PolicyRejected, PredictionFailed.
         """
-        model = self.get_model(name)
+        name = model.name
         if not model.loaded or self.batcher is None:
             raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()})")
         try:

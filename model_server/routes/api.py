@@ -44,9 +44,9 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
 
     async def prediction(request: Request) -> Response:
         name = request.path_params["name"]
-        dataplane.get_model(name)
+        model = dataplane.get_model(name)
         rows, single = dataplane.decode_body(await request.body())
-        results = await dataplane.predict(name, rows)
+        results = await dataplane.predict(model, rows)
         if single:
             return json_response({"prediction": results[0].output, "policies": results[0].applied})
         body: dict[str, Any] = {"predictions": [{"prediction": r.output, "policies": r.applied} for r in results]}

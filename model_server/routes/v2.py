@@ -13,6 +13,7 @@ per-field tensor has the same N.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI
@@ -64,6 +65,8 @@ class InferenceRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
+
+SERVER_VERSION = version("modeldeploy")  # the installed distribution, as /v2 reports it
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -227,7 +230,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
 
     @app.get("/v2", tags=["v2"], summary="Server metadata")
     async def server_metadata() -> Response:
-        return json_response({"name": "modeldeploy", "version": "0.1.0", "extensions": []})
+        return json_response({"name": "modeldeploy", "version": SERVER_VERSION, "extensions": []})
 
     @app.get("/v2/health/live", tags=["v2"], summary="Liveness")
     async def live() -> Response:
@@ -267,15 +270,14 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         return json_response({"name": name, "ready": True})
 
     async def infer(raw: Request) -> Response:
-        name = raw.path_params["name"]
-        dataplane.get_model(name)
+        model = dataplane.get_model(raw.path_params["name"])
         try:
             request = InferenceRequest.model_validate_json(await raw.body())
         except ValidationError as err:
             raise InvalidInput(*validation_messages(err)) from err
         wanted = requested_outputs(card, request.outputs)
         rows = dataplane.decode_rows(tensors_to_rows(card, request.inputs))
-        results = await dataplane.predict(name, rows)
+        results = await dataplane.predict(model, rows)
         outputs = [
             {
                 "name": f.name,
