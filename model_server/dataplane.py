@@ -29,19 +29,11 @@ from model_server.errors import (
 from model_server.metrics import Metrics
 from model_server.model import ServedModel
 from model_server.modelcard import input_model, output_model, request_adapter, request_schema
+from modeldeploy.contract.validation import error_lines
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-
-
-def validation_messages(err: ValidationError) -> list[str]:
-    """One readable line per pydantic error: `location: message`."""
-    lines = []
-    for error in err.errors(include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "body"
-        lines.append(f"{location}: {error['msg']}")
-    return lines
 
 
 class Prediction:
@@ -160,7 +152,7 @@ class DataPlane:
         try:
             return [item.__dict__ for item in self.rows_adapter.validate_python(rows)]
         except ValidationError as err:
-            raise InvalidInput(*validation_messages(err)) from err
+            raise InvalidInput(*error_lines(err)) from err
 
     # predict -------------------------------------------------------------------------------
     async def predict(self, model: ServedModel, rows: list[Row]) -> list[Prediction]:

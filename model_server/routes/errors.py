@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from model_server.errors import ServerError
 from model_server.routes.responses import json_response
+from modeldeploy.contract.validation import error_lines
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +30,6 @@ def error_response(
     return response
 
 
-def format_validation_errors(errors: list[Any]) -> list[str]:
-    """One readable line per FastAPI validation error: `location: message`."""
-    return [
-        f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: {err.get('msg', 'invalid')}"
-        for err in errors
-    ]
-
-
 async def _server_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServerError)
     return error_response(exc.status_code, type(exc).__name__, exc.messages, **exc.details)
@@ -44,7 +37,7 @@ async def _server_error(_: Request, exc: Exception) -> Response:
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, "InvalidInput", format_validation_errors(list(exc.errors())))
+    return error_response(400, "InvalidInput", error_lines(exc.errors()))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

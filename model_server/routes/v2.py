@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from model_server.dataplane import DataPlane, Row, validation_messages
+from model_server.dataplane import DataPlane, Row
 from model_server.errors import InvalidInput, ModelNotReady
 from model_server.modelcard import FieldSpec, ModelCard
 from model_server.routes.responses import (
@@ -30,6 +30,7 @@ from model_server.routes.responses import (
     json_response,
     openapi_responses,
 )
+from modeldeploy.contract.validation import error_lines
 
 DATATYPES = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
 _INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
@@ -274,7 +275,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         try:
             request = InferenceRequest.model_validate_json(await raw.body())
         except ValidationError as err:
-            raise InvalidInput(*validation_messages(err)) from err
+            raise InvalidInput(*error_lines(err)) from err
         wanted = requested_outputs(card, request.outputs)
         rows = dataplane.decode_rows(tensors_to_rows(card, request.inputs))
         results = await dataplane.predict(model, rows)
