@@ -1,6 +1,6 @@
 """Predictions/s and p50/p99 latency for the iris model: our server vs MLServer vs KServe.
 
-Usage: python bench/bench_server.py [--concurrency 16] [--duration 10] [--warmup 2] [--rounds 2]
+Usage: python -m bench.bench_server [--concurrency 16] [--duration 10] [--warmup 2] [--rounds 2]
 
 The same signed iris parameters directory is served, one server at a time on 127.0.0.1,
 by `modeldeploy serve`, by MLServer (mlserver + mlserver-sklearn) and by KServe's Python
@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import sklearn
+
+from devcluster.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = Path.home() / ".cache" / "modeldeploy" / "bench-venvs"
@@ -73,12 +74,6 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
     return venv
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def signed_iris(workdir: Path) -> Path:
     """Train the iris example, sign it and write the verified manifest, as `fetch` would."""
     sys.path.insert(0, str(REPO))
@@ -114,9 +109,7 @@ def mlserver_dir(workdir: Path, model_dir: Path, port: int) -> Path:
 
 
 def targets(workdir: Path, model_dir: Path) -> list[Target]:
-    ours = free_port()
-    mlserver = free_port()
-    kserve = free_port()
+    ours, mlserver, kserve = free_ports(3)
     serve = [
         sys.executable,
         "-c",

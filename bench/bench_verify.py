@@ -1,7 +1,7 @@
 """Verify throughput on a 1 GiB parameters directory, as a ratio to hashlib.sha256 over the same bytes,
 and the server's load-time check now (issue 11) as a ratio to the check it replaced.
 
-Usage: python bench/bench_verify.py [--size-mib 1024] [--repeat 5] [--goal 0.8]
+Usage: python -m bench.bench_verify [--size-mib 1024] [--repeat 5] [--goal 0.8]
 
 Writes random parameters in two layouts (one 1 GiB file; eight 128 MiB shards, the
 artifact being the first), signs each, then times, on the same machine and in the same

@@ -17,22 +17,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 from kubernetes import client
 
+from devcluster.localrun import MANIFESTS, OPERATOR, OPERATOR_NAMESPACE, apply_install
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params import signing
+
+if TYPE_CHECKING:
+    from devcluster.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_SECRET = "iris-signing-key"
 S3_SECRET = "bucket-credentials"
 BUCKET_NAMESPACE = "modeldeploy-bucket"
 BUCKET = "models"
-OPERATOR_NAMESPACE = "modeldeploy-system"
-OPERATOR = "modeldeploy-operator"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
@@ -189,22 +191,11 @@ class Load:
                 self._stop.wait(0.005)
 
 
-def kubectl(kubectl_path: Path, kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
-    """Run kubectl as the given identity; raise with its stderr when it fails."""
-    result = subprocess.run([str(kubectl_path), "--kubeconfig", str(kubeconfig), *args], input=stdin,
-                            capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout.rstrip()
-
-
-def install_operator(kubectl_path: Path, kubeconfig: Path, manifests: Path = ROOT / "manifests") -> None:
+def install_operator(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
     """``kubectl apply -k manifests/``: CRDs, RBAC and the operator Deployment; wait until it is rolled out."""
-    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
-    kubectl(kubectl_path, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
-    kubectl(kubectl_path, kubeconfig, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}",
-            "--timeout=300s")
+    apply_install(cluster, manifests)
+    cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}", "--timeout=300s",
+                        timeout=310)  # longer than kubectl's own wait, so its message, not a kill, ends it
 
 
 def active_operator_pod(api: client.ApiClient) -> str | None:
@@ -275,14 +266,15 @@ def bucket_manifests(image: str, access_key: str, secret_key: str) -> list[dict[
     ]
 
 
-def start_bucket(api: client.ApiClient, kubectl_path: Path, kubeconfig: Path, image: str) -> Bucket:
+def start_bucket(cluster: Cluster, image: str) -> Bucket:
     """Run MinIO in the cluster (or reuse it), wait until it answers, make the ``models`` bucket."""
     bucket = Bucket("", "")
     documents = yaml.safe_dump_all(bucket_manifests(image, bucket.access_key, bucket.secret_key))
-    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "-f", "-", stdin=documents)
-    kubectl(kubectl_path, kubeconfig, "-n", BUCKET_NAMESPACE, "rollout", "status", "deployment/minio", "--timeout=180s")
-    bucket = Bucket(service_url(api, BUCKET_NAMESPACE, "minio"),
-                    f"http://minio.{BUCKET_NAMESPACE}.svc.cluster.local:9000")
+    cluster.kubectl_run("apply", "--server-side", "-f", "-", stdin=documents)
+    cluster.kubectl_run("-n", BUCKET_NAMESPACE, "rollout", "status", "deployment/minio", "--timeout=180s")
+    with cluster.api_client() as api:
+        host_endpoint = service_url(api, BUCKET_NAMESPACE, "minio")
+    bucket = Bucket(host_endpoint, f"http://minio.{BUCKET_NAMESPACE}.svc.cluster.local:9000")
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     s3 = bucket.client()

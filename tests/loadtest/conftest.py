@@ -7,7 +7,6 @@ given its verified manifest through `modeldeploy.params.signing`, as `modeldeplo
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devcluster.ports import free_port
 from modeldeploy.params import signing
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(name="free_port")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import boto3
 import httpx
 import pytest
 
+from devcluster.ports import free_ports
 from modeldeploy.params import signing
 
 from .helpers import ROOT, Keys, assert_installed, assert_refused, files_of, flip_byte, run_fetch, tar_gz
@@ -37,18 +37,12 @@ class Minio:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def minio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = subprocess.run(
         ["bash", str(ROOT / "scripts/build-minio.sh")], check=True, capture_output=True, text=True, timeout=1800
     ).stdout.strip()
-    port, console = free_port(), free_port()
+    port, console = free_ports(2)
     env = {**os.environ, "MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "MINIO_BROWSER": "off"}
     data = tmp_path_factory.mktemp("minio-data")
     log = (data.parent / "minio.log").open("wb")
