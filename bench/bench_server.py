@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ from urllib.parse import urlsplit
 import httpx
 import sklearn
 
+from devcluster.child import stop_child, wait_answering
+from devcluster.iris import sealed
 from devcluster.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,24 +75,6 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
     return venv
 
 
-def signed_iris(workdir: Path) -> Path:
-    """Train the iris example, sign it and write the verified manifest, as `fetch` would."""
-    sys.path.insert(0, str(REPO))
-    from modeldeploy.params import signing
-
-    model_dir = workdir / "iris"
-    subprocess.run(
-        [sys.executable, str(REPO / "examples" / "iris" / "train.py"), str(model_dir)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    key = signing.generate_key()
-    (workdir / "private.pem").write_bytes(signing.private_key_pem(key))
-    (workdir / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    signing.seal(model_dir, workdir / "private.pem", workdir / "public.pem")
-    return model_dir
-
-
 def mlserver_dir(workdir: Path, model_dir: Path, port: int) -> Path:
     """An MLServer repository serving the same joblib."""
     root = workdir / "mlserver"
@@ -108,7 +91,7 @@ def mlserver_dir(workdir: Path, model_dir: Path, port: int) -> Path:
     return root
 
 
-def targets(workdir: Path, model_dir: Path) -> list[Target]:
+def targets(workdir: Path, model_dir: Path, public_key: Path) -> list[Target]:
     ours, mlserver, kserve = free_ports(3)
     serve = [
         sys.executable,
@@ -117,7 +100,7 @@ def targets(workdir: Path, model_dir: Path) -> list[Target]:
         "serve",
         str(model_dir),
         "--public-key",
-        str(workdir / "public.pem"),
+        str(public_key),
         "--port",
         str(ours),
     ]
@@ -169,27 +152,13 @@ def running(target: Target, log: Path) -> Iterator[None]:
             target.command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(target.env or {})}
         )
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{target.name} exited: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(target.ready_path, timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{target.name} not ready in 180s: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+            wait_answering(target.ready_path, process, log, timeout=180, name=target.name)
             check = httpx.post(target.path, json=target.body, timeout=10)
             if check.status_code != 200:
                 raise RuntimeError(f"{target.name}: {check.status_code} {check.text[:500]}")
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_child(process)
 
 
 def measure(target: Target, workdir: Path, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
@@ -268,8 +237,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
-        model_dir = signed_iris(workdir)
-        plan = targets(workdir, model_dir)
+        model_dir, keys = sealed(workdir)
+        plan = targets(workdir, model_dir, keys.public)
         results: dict[str, dict[str, float]] = {}
         for round_ in range(1, args.rounds + 1):  # interleaved, alternating order: noise hits every server
             for target in plan if round_ % 2 else plan[::-1]:

@@ -11,13 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from devcluster.child import stop_child, wait_answering
 from devcluster.ports import free_port
 
 if TYPE_CHECKING:
@@ -85,32 +83,17 @@ class OperatorProcess:
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the operator was not healthy within {timeout}s:\n{self.tail()}")
+        try:
+            wait_answering(f"http://127.0.0.1:{port}/healthz", self.process, self.log, timeout, name="the operator")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Terminate the operator (SIGTERM, then SIGKILL after 20 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_child(self.process, timeout=20)
         self.process = None
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records written so far."""

@@ -10,8 +10,6 @@ Talks to the API server and to cluster addresses only; starts no cluster process
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -23,6 +21,7 @@ import httpx
 import yaml
 from kubernetes import client
 
+from devcluster.iris import train, write_keys
 from devcluster.localrun import MANIFESTS, OPERATOR, OPERATOR_NAMESPACE, apply_install
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params import signing
@@ -36,17 +35,6 @@ S3_SECRET = "bucket-credentials"
 BUCKET_NAMESPACE = "modeldeploy-bucket"
 BUCKET = "models"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-def write_keys(directory: Path) -> tuple[Path, Path, str]:
-    """A fresh EC key pair in ``directory``: private and public PEM paths, and the fingerprint."""
-    directory.mkdir()
-    key = signing.generate_key()
-    private, public = directory / "private.pem", directory / "public.pem"
-    private.write_bytes(signing.private_key_pem(key))
-    private.chmod(0o600)
-    public.write_bytes(signing.public_key_pem(key.public_key()))
-    return private, public, signing.fingerprint(key.public_key())
 
 
 def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None) -> Path:
@@ -73,11 +61,9 @@ class Published:
 
 def publish(work: Path) -> Published:
     """Train iris, make a key pair, sign, and lay out the bucket (the private key stays in ``work``)."""
-    model = work / "iris"
-    subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True,
-                   capture_output=True)
-    private, public, fingerprint = write_keys(work / "keys")
-    signature = signing.sign(model, private).read_bytes()
+    model = train(work / "iris")
+    keys = write_keys(work / "keys")
+    signature = signing.sign(model, keys.private).read_bytes()
     bucket = work / "bucket"
     bucket.mkdir()
     for version in ("1.0.0", "1.0.1"):
@@ -87,7 +73,7 @@ def publish(work: Path) -> Published:
     flipped[len(flipped) // 2] ^= 0x01
     pack(model, bucket / "tampered.tar.gz", {"model.joblib": bytes(flipped)})
     (bucket / "tampered.tar.gz.sig").write_bytes(signature)
-    return Published(bucket, public, fingerprint)
+    return Published(bucket, keys.public, keys.fingerprint)
 
 
 def key_secret(public_key: Path) -> dict[str, Any]:

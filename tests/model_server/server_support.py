@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
+from devcluster.child import stop_child
 from devcluster.ports import free_port
 from model_server.app import create_app
 from model_server.settings import ServerSettings
@@ -82,12 +82,6 @@ class ServerProcess:
 
     def stop(self) -> int:
         """SIGTERM, as the kubelet sends; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_child(self.process)
         self.log.close()
-        return self.process.returncode
+        return code
