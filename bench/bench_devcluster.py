@@ -1,6 +1,6 @@
 """Cached start time and memory of the local control plane (etcd + apiserver + controllers).
 
-Usage: python bench/bench_devcluster.py [--repeat 3] [--goal 10]
+Usage: python -m bench.bench_devcluster [--repeat 3] [--goal 10]
 
 Builds the binaries if they are not cached (that first build is timed separately and
 reported, not gated), then, ``--repeat`` times: starts a fresh control plane in a temporary

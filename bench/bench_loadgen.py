@@ -1,6 +1,6 @@
 """How many requests/s one core generates: the loadtest engine vs Locust vs httpx.
 
-Usage: python bench/bench_loadgen.py [--duration 10] [--users 32] [--repeat 3]
+Usage: python -m bench.bench_loadgen [--duration 10] [--users 32] [--repeat 3]
 
 A fixed-response HTTP/1.1 server (uvloop + httptools, answering a small JSON body)
 runs pinned to CPU 1; each generator runs in its own process pinned to CPU 0 and
@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -140,12 +139,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(name: str, url: str, users: int, duration: float, server_pid: int) -> dict[str, float]:
     """One run of one generator in a child pinned to the generator CPU."""
     cpu_before, began = cpu_seconds(server_pid), time.perf_counter()
@@ -197,6 +190,9 @@ def main() -> None:
     if args.role:
         print(json.dumps(GENERATORS[args.role](args.url, args.users, args.duration)))
         return
+
+    # Only this parent needs the harness: the server and generator children run this file as a script.
+    from devcluster.ports import free_port
 
     port = free_port()
     server = subprocess.Popen(

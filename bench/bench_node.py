@@ -1,6 +1,6 @@
 """The real node: ModelDeployment applied -> all pods Ready, against a bare pod on the same node; node RSS.
 
-Usage: python bench/bench_node.py [--replicas 2] [--rounds 3]
+Usage: python -m bench.bench_node [--replicas 2] [--rounds 3]
 
 Uses (or starts) the local cluster in ``build/devcluster`` with its real node, the operator as
 a pod and MinIO in the cluster (the images are built and loaded first: a cold image cache is
@@ -93,10 +93,10 @@ def main() -> int:
     with shared(default_state_dir(ROOT), owner="bench", node_network=True) as cluster, \
             tempfile.TemporaryDirectory(prefix="node-bench-") as tmp:
         plan = cluster.start_node()
-        install_operator(cluster.kubectl, cluster.admin_kubeconfig)
+        install_operator(cluster)
         with cluster.api_client() as api:
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            bucket = start_bucket(api, cluster.kubectl, cluster.admin_kubeconfig, images.minio_image()[0])
+            bucket = start_bucket(cluster, images.minio_image()[0])
             published = publish(Path(tmp))
             prefix = bucket.upload(published, f"bench-{uuid.uuid4().hex[:6]}")
             bare, modeled = [], []

@@ -1,6 +1,6 @@
 """Operator throughput: N ModelDeployments applied -> time until every Deployment exists.
 
-Usage: python bench/bench_operator.py [--count 200] [--timeout 600]
+Usage: python -m bench.bench_operator [--count 200] [--timeout 600]
 
 Against the local control plane (devcluster; built and started if needed), with the install
 manifests applied and `modeldeploy operator` running as a child process under its own
@@ -84,7 +84,7 @@ def watch_deployments(api: client.ApiClient, namespace: str, seen: dict[str, flo
 def run(count: int, timeout: float) -> dict[str, Any]:
     ensure_binaries()
     with shared(default_state_dir(ROOT), owner="bench") as cluster, tempfile.TemporaryDirectory() as tmp:
-        install(cluster.kubectl, cluster.admin_kubeconfig)
+        install(cluster)
         operator = OperatorProcess(
             cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT),
             Path(tmp) / "operator.log", "modeldeploy-server:bench",

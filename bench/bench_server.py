@@ -1,6 +1,6 @@
 """Predictions/s and p50/p99 latency for the iris model: our server vs MLServer vs KServe.
 
-Usage: python bench/bench_server.py [--concurrency 16] [--duration 10] [--warmup 2] [--rounds 2]
+Usage: python -m bench.bench_server [--concurrency 16] [--duration 10] [--warmup 2] [--rounds 2]
 
 The same signed iris parameters directory is served, one server at a time on 127.0.0.1,
 by `modeldeploy serve`, by MLServer (mlserver + mlserver-sklearn) and by KServe's Python
@@ -20,11 +20,9 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import sklearn
+
+from devcluster.child import stop_child, wait_answering
+from devcluster.iris import sealed
+from devcluster.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = Path.home() / ".cache" / "modeldeploy" / "bench-venvs"
@@ -73,30 +75,6 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
     return venv
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def signed_iris(workdir: Path) -> Path:
-    """Train the iris example, sign it and write the verified manifest, as `fetch` would."""
-    sys.path.insert(0, str(REPO))
-    from modeldeploy.params import signing
-
-    model_dir = workdir / "iris"
-    subprocess.run(
-        [sys.executable, str(REPO / "examples" / "iris" / "train.py"), str(model_dir)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    key = signing.generate_key()
-    (workdir / "private.pem").write_bytes(signing.private_key_pem(key))
-    (workdir / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    signing.seal(model_dir, workdir / "private.pem", workdir / "public.pem")
-    return model_dir
-
-
 def mlserver_dir(workdir: Path, model_dir: Path, port: int) -> Path:
     """An MLServer repository serving the same joblib."""
     root = workdir / "mlserver"
@@ -113,10 +91,8 @@ def mlserver_dir(workdir: Path, model_dir: Path, port: int) -> Path:
     return root
 
 
-def targets(workdir: Path, model_dir: Path) -> list[Target]:
-    ours = free_port()
-    mlserver = free_port()
-    kserve = free_port()
+def targets(workdir: Path, model_dir: Path, public_key: Path) -> list[Target]:
+    ours, mlserver, kserve = free_ports(3)
     serve = [
         sys.executable,
         "-c",
@@ -124,7 +100,7 @@ def targets(workdir: Path, model_dir: Path) -> list[Target]:
         "serve",
         str(model_dir),
         "--public-key",
-        str(workdir / "public.pem"),
+        str(public_key),
         "--port",
         str(ours),
     ]
@@ -176,27 +152,13 @@ def running(target: Target, log: Path) -> Iterator[None]:
             target.command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(target.env or {})}
         )
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{target.name} exited: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(target.ready_path, timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{target.name} not ready in 180s: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+            wait_answering(target.ready_path, process, log, timeout=180, name=target.name)
             check = httpx.post(target.path, json=target.body, timeout=10)
             if check.status_code != 200:
                 raise RuntimeError(f"{target.name}: {check.status_code} {check.text[:500]}")
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_child(process)
 
 
 def measure(target: Target, workdir: Path, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
@@ -275,8 +237,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
-        model_dir = signed_iris(workdir)
-        plan = targets(workdir, model_dir)
+        model_dir, keys = sealed(workdir)
+        plan = targets(workdir, model_dir, keys.public)
         results: dict[str, dict[str, float]] = {}
         for round_ in range(1, args.rounds + 1):  # interleaved, alternating order: noise hits every server
             for target in plan if round_ % 2 else plan[::-1]:

@@ -1,7 +1,7 @@
 """Verify throughput on a 1 GiB parameters directory, as a ratio to hashlib.sha256 over the same bytes,
 and the server's load-time check now (issue 11) as a ratio to the check it replaced.
 
-Usage: python bench/bench_verify.py [--size-mib 1024] [--repeat 5] [--goal 0.8]
+Usage: python -m bench.bench_verify [--size-mib 1024] [--repeat 5] [--goal 0.8]
 
 Writes random parameters in two layouts (one 1 GiB file; eight 128 MiB shards, the
 artifact being the first), signs each, then times, on the same machine and in the same
@@ -21,13 +21,13 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from devcluster.iris import Keys, train, write_keys
 from modeldeploy.params import signing
 
 CHUNK = 1 << 20
@@ -108,13 +108,11 @@ def measure(root: Path, public_key: Path, repeat: int) -> dict[str, float]:
     }
 
 
-def iris(tmp: Path, keys: Path, repeat: int) -> dict[str, float]:
+def iris(tmp: Path, keys: Keys, repeat: int) -> dict[str, float]:
     """The load-time checks on the iris example (examples/iris/train.py)."""
-    root = tmp / "iris"
-    train = Path(__file__).resolve().parents[1] / "examples" / "iris" / "train.py"
-    subprocess.run([sys.executable, str(train), str(root)], check=True, capture_output=True)
-    signing.sign(root, keys / "private.pem")
-    return load_checks(root, keys / "public.pem", "model.joblib", max(repeat, 20))
+    root = train(tmp / "iris")
+    signing.sign(root, keys.private)
+    return load_checks(root, keys.public, "model.joblib", max(repeat, 20))
 
 
 def main() -> int:
@@ -125,16 +123,12 @@ def main() -> int:
     args = parser.parse_args()
     report: dict[str, object] = {"cpus": os.cpu_count(), "goal_ratio": args.goal}
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
-        keys = Path(tmp) / "keys"
-        keys.mkdir()
-        key = signing.generate_key()
-        (keys / "private.pem").write_bytes(signing.private_key_pem(key))
-        (keys / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
+        keys = write_keys(Path(tmp) / "keys")
         report["iris"] = iris(Path(tmp), keys, args.repeat)
         for label, shards in (("1_file", 1), ("8_shards", 8)):
             root = write_layout(Path(tmp) / label, args.size_mib << 20, shards)
-            signing.sign(root, keys / "private.pem")
-            report[label] = measure(root, keys / "public.pem", args.repeat)
+            signing.sign(root, keys.private)
+            report[label] = measure(root, keys.public, args.repeat)
     print(json.dumps(report, indent=2))
     ratios = [report[label]["verify_ratio"] for label in ("1_file", "8_shards")]  # type: ignore[index]
     return 0 if min(ratios) >= args.goal else 1

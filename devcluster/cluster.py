@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import shutil
-import socket
+import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from devcluster.components import ADMIN, CONTROL_PLANE, HOST, SERVICE_CIDR, Layo
 from devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from devcluster.node import addons, network, runtime
 from devcluster.node.config import NodeLayout, NodePlan
+from devcluster.ports import free_ports
 from devcluster.process import Handle
 
 if TYPE_CHECKING:
@@ -46,13 +47,15 @@ def default_state_dir(base: Path | None = None) -> Path:
     return Path(override) if override else (base or Path.cwd()) / "build" / "devcluster"
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together while choosing)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
+class KubectlError(subprocess.CalledProcessError):
+    """``kubectl`` exited non-zero; the message names the arguments and carries kubectl's stderr."""
+
+    def __init__(self, kubectl_args: tuple[str, ...], result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(result.returncode, result.args, result.stdout, result.stderr)
+        self.kubectl_args = kubectl_args
+
+    def __str__(self) -> str:
+        return f"kubectl {' '.join(self.kubectl_args)} failed (exit {self.returncode}):\n{self.stderr}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,22 @@ class Cluster:
     @property
     def kubectl(self) -> Path:
         return self.binaries.kubectl
+
+    def kubectl_command(self, *args: str) -> list[str]:
+        """The command line of ``kubectl ARGS`` as the admin (for a long-running ``Popen``, e.g. port-forward)."""
+        return [str(self.kubectl), "--kubeconfig", str(self.admin_kubeconfig), *args]
+
+    def kubectl_run(self, *args: str, stdin: str | None = None, check: bool = True,
+                    timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run ``kubectl ARGS`` as the admin, output captured as text; ``stdin`` is fed to it.
+
+        With ``check``, a non-zero exit raises ``KubectlError`` (a ``CalledProcessError``) with kubectl's stderr.
+        """
+        result = subprocess.run(self.kubectl_command(*args), input=stdin, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise KubectlError(args, result)
+        return result
 
     def _state(self) -> dict[str, Any]:
         try:

@@ -11,7 +11,6 @@ already running (others may use them). ``keep`` leaves everything running for ``
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,6 @@ from devcluster.story import (
     get_md,
     install_operator,
     key_secret,
-    kubectl,
     md_condition,
     model_deployment,
     predict,
@@ -116,9 +114,7 @@ def refused(api: client.ApiClient) -> dict[str, Any] | None:
 
 def exists(kubectl_args: list[str], cluster: Cluster) -> bool:
     """Whether ``kubectl get ARGS`` finds the object (so the demo removes only what it made)."""
-    found = subprocess.run([str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), "get", *kubectl_args],
-                           capture_output=True, text=True, timeout=60)
-    return found.returncode == 0
+    return cluster.kubectl_run("get", *kubectl_args, check=False).returncode == 0
 
 
 DNS_PREDICTION = (
@@ -138,11 +134,11 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
 
     step(console, "Install the operator: kubectl apply -k manifests/ (two replicas, kopf peering)")
     with timed(console, "operator rolled out as the Pod of manifests/operator.yaml"):
-        install_operator(cluster.kubectl, cluster.admin_kubeconfig)
+        install_operator(cluster)
 
     step(console, "Train and sign iris; upload to MinIO in the cluster (the private key never enters the cluster)")
     with timed(console, "MinIO running in the cluster"):
-        bucket = start_bucket(api, cluster.kubectl, cluster.admin_kubeconfig, images.minio_image()[0])
+        bucket = start_bucket(cluster, images.minio_image()[0])
     with timed(console, "trained, signed, uploaded iris-1.0.0 and a tampered copy"):
         published = publish(work)
         prefix = bucket.upload(published, "demo")
@@ -164,7 +160,7 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
     md = wait(console, "waiting for 2 verified, ready pods", lambda: serving(api, 2), lambda: pod_summary(core), 300)
     console.print(f"  [green]✓[/] Ready in {time.monotonic() - started:.0f}s: "
                   f"{md_condition(md, 'ParametersVerified')['reason']}, key {md['status']['verification']['keyFingerprint'][:23]}…")
-    console.print(kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "get", "md"),
+    console.print(cluster.kubectl_run("-n", NAMESPACE, "get", "md").stdout.rstrip(),
                   style="dim", highlight=False, soft_wrap=True)
 
     url = service_url(api, NAMESPACE, "iris")
@@ -172,10 +168,10 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
     for name, flower in FLOWERS.items():
         console.print(f"  {url}  {name:<16} -> [bold]{predict(url, body=flower).json()['prediction']['species']}[/]")
     pod = next(p.metadata.name for p in core.list_namespaced_pod(NAMESPACE).items)
-    species = kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "exec", pod, "-c", "server", "--",
-                      "python", "-c", DNS_PREDICTION.format(ns=NAMESPACE, body=FLOWERS["virginica-like"]))
+    species = cluster.kubectl_run("-n", NAMESPACE, "exec", pod, "-c", "server", "--", "python", "-c",
+                                  DNS_PREDICTION.format(ns=NAMESPACE, body=FLOWERS["virginica-like"])).stdout.rstrip()
     console.print(f"  from pod {pod}: iris.{NAMESPACE}.svc.cluster.local  virginica-like -> [bold]{species}[/]")
-    fetch_log = kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "logs", pod, "-c", "fetch")
+    fetch_log = cluster.kubectl_run("-n", NAMESPACE, "logs", pod, "-c", "fetch").stdout.rstrip()
     console.print(f"  kubectl logs {pod} -c fetch: [dim]{fetch_log}[/]", soft_wrap=True)
 
     step(console, "Apply tampered parameters (one byte of model.joblib flipped, same signature) under load")
@@ -188,7 +184,7 @@ def story(console: Console, cluster: Cluster, stack: ExitStack, work: Path, keep
     time.sleep(3)
     load.stop()
     for kind in ("md", "pods"):
-        console.print(kubectl(cluster.kubectl, cluster.admin_kubeconfig, "-n", NAMESPACE, "get", kind),
+        console.print(cluster.kubectl_run("-n", NAMESPACE, "get", kind).stdout.rstrip(),
                       style="dim", highlight=False, soft_wrap=True)
     console.print(f"  old version kept answering: {load.ok} predictions, {len(load.failures)} failed")
     if keep:

@@ -10,8 +10,6 @@ destination empty.
 from __future__ import annotations
 
 import http.server
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,8 @@ import click
 from rich.console import Console
 from rich.panel import Panel
 
-from devcluster.story import ROOT, pack, write_keys
+from devcluster.iris import train, write_keys
+from devcluster.story import pack
 from modeldeploy.contract.pod import TerminationRecord
 from modeldeploy.params import fetch, signing
 from modeldeploy.params.errors import ParametersError, VerificationError
@@ -80,18 +79,15 @@ def signing_story() -> int:
 
         step("Train the iris example (scikit-learn, no download)")
         model = work / "iris"
-        subprocess.run(
-            [sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True, capture_output=True
-        )
+        train(model)
         console.print(f"  wrote {', '.join(sorted(p.name for p in model.iterdir()))}")
 
         step("modeldeploy keygen: an EC P-256 key pair (the private key stays where training happens)")
-        private, public, key_fingerprint = write_keys(work / "keys")
-        _, other_public, _ = write_keys(work / "other-keys")
-        console.print(f"  public key fingerprint {key_fingerprint}")
+        keys, other = write_keys(work / "keys"), write_keys(work / "other-keys")
+        console.print(f"  public key fingerprint {keys.fingerprint}")
 
         step("modeldeploy sign: an OpenSSF Model Signing bundle over every file")
-        signature = signing.sign(model, private)
+        signature = signing.sign(model, keys.private)
         console.print(f"  {signature.name}, manifest {signing.signed_digest(signature)}")
 
         step("Publish iris-1.0.0.tar.gz and its .sig on a loopback HTTP server (standing in for S3)")
@@ -109,25 +105,25 @@ def signing_story() -> int:
         with serve_directory(bucket) as url:
             step("modeldeploy fetch: download, verify, then install atomically (the init container)")
             good = pod / "model"
-            show_record(attempt(f"{url}/iris-1.0.0.tar.gz", good, public), good)
+            show_record(attempt(f"{url}/iris-1.0.0.tar.gz", good, keys.public), good)
 
             step("The model server verifies model.sig again (trusted key) before loading")
-            console.print(f"  [green]✓[/] verify: {len(signing.verify(good, public).files)} signed files match")
+            console.print(f"  [green]✓[/] verify: {len(signing.verify(good, keys.public).files)} signed files match")
 
             step("A tampered copy (one byte of model.joblib flipped, same signature)")
             tampered_dest = pod / "tampered"
-            tampered = attempt(f"{url}/tampered.tar.gz", tampered_dest, public)
+            tampered = attempt(f"{url}/tampered.tar.gz", tampered_dest, keys.public)
             show_record(tampered, tampered_dest)
 
             step("The genuine archive checked with the wrong public key")
             wrong_dest = pod / "wrong-key"
-            wrong = attempt(f"{url}/iris-1.0.0.tar.gz", wrong_dest, other_public)
+            wrong = attempt(f"{url}/iris-1.0.0.tar.gz", wrong_dest, other.public)
             show_record(wrong, wrong_dest)
 
         step("Tampering after install: the server refuses to load")
         (good / "model.joblib").write_bytes(bytes(joblib_bytes))
         try:
-            signing.verify(good, public)
+            signing.verify(good, keys.public)
             console.print("  [red]tampering after install went unnoticed[/]")
             return 1
         except VerificationError as err:

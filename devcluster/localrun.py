@@ -1,6 +1,6 @@
 """Run the operator as a local child process against a cluster (integration tests, benchmarks).
 
-`install()` applies the install manifests with kubectl; `OperatorProcess` starts
+`install(cluster)` applies the install manifests with the cluster's kubectl; `OperatorProcess` starts
 `modeldeploy operator` with a given kubeconfig (in tests, the operator ServiceAccount's, so
 RBAC applies), waits for kopf's liveness endpoint, and collects its JSON log.
 """
@@ -9,45 +9,45 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from devcluster.child import stop_child, wait_answering
+from devcluster.ports import free_port
+
+if TYPE_CHECKING:
+    from devcluster.cluster import Cluster
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 OPERATOR_NAMESPACE = "modeldeploy-system"
-OPERATOR_SERVICE_ACCOUNT = "modeldeploy-operator"
+OPERATOR = "modeldeploy-operator"  # the operator's Deployment and its ServiceAccount
+OPERATOR_SERVICE_ACCOUNT = OPERATOR
 
 
-def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> None:
-    result = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args],
-                            check=False, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+def apply_install(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
+    """``kubectl apply -k manifests/`` (CRDs, RBAC, the operator Deployment); wait until the CRDs are Established."""
+    cluster.kubectl_run("apply", "--server-side", "--force-conflicts", "-k", str(manifests))
+    cluster.kubectl_run("wait", "--for=condition=Established", "--timeout=60s",
+                        "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
 
 
-def install(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
-    """Apply the kustomize install with the operator Deployment scaled to zero (this process stands in for it).
+def install(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
+    """Apply the install with the operator Deployment scaled to zero (this process stands in for it).
 
     ``restore()`` scales it back, so a cluster whose operator runs as a pod gets it again.
     """
-    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
-    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR_SERVICE_ACCOUNT}",
-             "--replicas=0")
-    _kubectl(kubectl, kubeconfig, "-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pod",
-             f"--selector=app.kubernetes.io/name={OPERATOR_SERVICE_ACCOUNT}", "--timeout=120s")
-    _kubectl(kubectl, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-             "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
+    apply_install(cluster, manifests)
+    cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR}", "--replicas=0")
+    cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pod",
+                        f"--selector=app.kubernetes.io/name={OPERATOR}", "--timeout=120s")
 
 
-def restore(kubectl: Path, kubeconfig: Path, manifests: Path = MANIFESTS) -> None:
+def restore(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
     """Re-apply the install as written (the operator Deployment at its replicas again)."""
-    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
+    apply_install(cluster, manifests)
 
 
 def _modeldeploy() -> list[str]:
@@ -56,12 +56,6 @@ def _modeldeploy() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "from modeldeploy.cli import main; main()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:
@@ -81,7 +75,7 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the operator and wait until its liveness endpoint answers 200."""
-        port = _free_port()
+        port = free_port()
         command = [
             *_modeldeploy(), "operator",
             "--kubeconfig", str(self.kubeconfig), "--server-image", self.server_image,
@@ -89,32 +83,17 @@ class OperatorProcess:
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the operator was not healthy within {timeout}s:\n{self.tail()}")
+        try:
+            wait_answering(f"http://127.0.0.1:{port}/healthz", self.process, self.log, timeout, name="the operator")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Terminate the operator (SIGTERM, then SIGKILL after 20 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_child(self.process, timeout=20)
         self.process = None
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records written so far."""

@@ -7,8 +7,8 @@ shares it with concurrent sessions, and stops it when the last session that star
 kube-proxy, CoreDNS) on it, with the project's images loaded. ``cordoned`` (module): the node
 cordoned for a module whose tests play the kubelet themselves on pods nothing schedules.
 ``node_images`` (session): {image reference: docker archive} of every node image, built or reused.
-``namespace`` (function): a fresh namespace, deleted afterwards. Tests using ``devcluster``
-are marked ``cluster`` automatically.
+``api`` (function): the admin's ``kubernetes`` ApiClient. ``namespace`` (function): a fresh
+namespace, deleted afterwards. Tests using ``devcluster`` are marked ``cluster`` automatically.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devcluster import build, images
 from devcluster.cluster import Cluster, default_state_dir, shared
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 _ROOT = pytest.StashKey[Path]()
 
@@ -101,6 +104,13 @@ def cordoned(devcluster: Cluster) -> Iterator[None]:
         finally:
             if plan is not None:
                 core.patch_node(plan.name, {"spec": {"unschedulable": False}})
+
+
+@pytest.fixture
+def api(devcluster: Cluster) -> Iterator[ApiClient]:
+    """The admin's ``kubernetes`` client (``Cluster.api_client``), closed after the test."""
+    with devcluster.api_client() as api_client:
+        yield api_client
 
 
 @pytest.fixture(scope="session")

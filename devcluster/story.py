@@ -10,41 +10,31 @@ Talks to the API server and to cluster addresses only; starts no cluster process
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 from kubernetes import client
 
+from devcluster.iris import train, write_keys
+from devcluster.localrun import MANIFESTS, OPERATOR, OPERATOR_NAMESPACE, apply_install
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params import signing
+
+if TYPE_CHECKING:
+    from devcluster.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_SECRET = "iris-signing-key"
 S3_SECRET = "bucket-credentials"
 BUCKET_NAMESPACE = "modeldeploy-bucket"
 BUCKET = "models"
-OPERATOR_NAMESPACE = "modeldeploy-system"
-OPERATOR = "modeldeploy-operator"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-def write_keys(directory: Path) -> tuple[Path, Path, str]:
-    """A fresh EC key pair in ``directory``: private and public PEM paths, and the fingerprint."""
-    directory.mkdir()
-    key = signing.generate_key()
-    private, public = directory / "private.pem", directory / "public.pem"
-    private.write_bytes(signing.private_key_pem(key))
-    private.chmod(0o600)
-    public.write_bytes(signing.public_key_pem(key.public_key()))
-    return private, public, signing.fingerprint(key.public_key())
 
 
 def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None) -> Path:
@@ -71,11 +61,9 @@ class Published:
 
 def publish(work: Path) -> Published:
     """Train iris, make a key pair, sign, and lay out the bucket (the private key stays in ``work``)."""
-    model = work / "iris"
-    subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(model)], check=True,
-                   capture_output=True)
-    private, public, fingerprint = write_keys(work / "keys")
-    signature = signing.sign(model, private).read_bytes()
+    model = train(work / "iris")
+    keys = write_keys(work / "keys")
+    signature = signing.sign(model, keys.private).read_bytes()
     bucket = work / "bucket"
     bucket.mkdir()
     for version in ("1.0.0", "1.0.1"):
@@ -85,7 +73,7 @@ def publish(work: Path) -> Published:
     flipped[len(flipped) // 2] ^= 0x01
     pack(model, bucket / "tampered.tar.gz", {"model.joblib": bytes(flipped)})
     (bucket / "tampered.tar.gz.sig").write_bytes(signature)
-    return Published(bucket, public, fingerprint)
+    return Published(bucket, keys.public, keys.fingerprint)
 
 
 def key_secret(public_key: Path) -> dict[str, Any]:
@@ -189,22 +177,11 @@ class Load:
                 self._stop.wait(0.005)
 
 
-def kubectl(kubectl_path: Path, kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
-    """Run kubectl as the given identity; raise with its stderr when it fails."""
-    result = subprocess.run([str(kubectl_path), "--kubeconfig", str(kubeconfig), *args], input=stdin,
-                            capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout.rstrip()
-
-
-def install_operator(kubectl_path: Path, kubeconfig: Path, manifests: Path = ROOT / "manifests") -> None:
+def install_operator(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
     """``kubectl apply -k manifests/``: CRDs, RBAC and the operator Deployment; wait until it is rolled out."""
-    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(manifests))
-    kubectl(kubectl_path, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
-    kubectl(kubectl_path, kubeconfig, "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}",
-            "--timeout=300s")
+    apply_install(cluster, manifests)
+    cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}", "--timeout=300s",
+                        timeout=310)  # longer than kubectl's own wait, so its message, not a kill, ends it
 
 
 def active_operator_pod(api: client.ApiClient) -> str | None:
@@ -275,14 +252,15 @@ def bucket_manifests(image: str, access_key: str, secret_key: str) -> list[dict[
     ]
 
 
-def start_bucket(api: client.ApiClient, kubectl_path: Path, kubeconfig: Path, image: str) -> Bucket:
+def start_bucket(cluster: Cluster, image: str) -> Bucket:
     """Run MinIO in the cluster (or reuse it), wait until it answers, make the ``models`` bucket."""
     bucket = Bucket("", "")
     documents = yaml.safe_dump_all(bucket_manifests(image, bucket.access_key, bucket.secret_key))
-    kubectl(kubectl_path, kubeconfig, "apply", "--server-side", "-f", "-", stdin=documents)
-    kubectl(kubectl_path, kubeconfig, "-n", BUCKET_NAMESPACE, "rollout", "status", "deployment/minio", "--timeout=180s")
-    bucket = Bucket(service_url(api, BUCKET_NAMESPACE, "minio"),
-                    f"http://minio.{BUCKET_NAMESPACE}.svc.cluster.local:9000")
+    cluster.kubectl_run("apply", "--server-side", "-f", "-", stdin=documents)
+    cluster.kubectl_run("-n", BUCKET_NAMESPACE, "rollout", "status", "deployment/minio", "--timeout=180s")
+    with cluster.api_client() as api:
+        host_endpoint = service_url(api, BUCKET_NAMESPACE, "minio")
+    bucket = Bucket(host_endpoint, f"http://minio.{BUCKET_NAMESPACE}.svc.cluster.local:9000")
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     s3 = bucket.client()

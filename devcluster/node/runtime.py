@@ -71,9 +71,8 @@ def specs(cluster: Cluster, node: NodeLayout, plan: NodePlan) -> list[ProcessSpe
 def apply(cluster: Cluster, manifests: list[dict[str, object]]) -> None:
     """Server-side apply ``manifests`` as the admin."""
     documents = yaml.safe_dump_all(manifests, sort_keys=False)
-    subprocess.run([str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), "apply",
-                    "--server-side", "--force-conflicts", "--field-manager=devcluster", "-f", "-"],
-                   input=documents, text=True, capture_output=True, timeout=60, check=True)
+    cluster.kubectl_run("apply", "--server-side", "--force-conflicts", "--field-manager=devcluster", "-f", "-",
+                        stdin=documents)
 
 
 def crictl(cluster: Cluster, node: NodeLayout, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

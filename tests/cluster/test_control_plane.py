@@ -4,7 +4,6 @@ scheduling, RBAC, garbage collection, and a matching kubectl."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import build
-from devcluster.cluster import Cluster
+from devcluster.cluster import Cluster, KubectlError
 
 pytestmark = pytest.mark.cluster
 
@@ -31,12 +30,6 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str =
             return result
         time.sleep(0.25)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; {describe()}")
-
-
-@pytest.fixture
-def api(devcluster: Cluster) -> Iterator[client.ApiClient]:
-    with devcluster.api_client() as api_client:
-        yield api_client
 
 
 def widget_crd(group: str) -> dict[str, Any]:
@@ -236,12 +229,15 @@ def test_deleting_an_owner_garbage_collects_its_dependants(api: client.ApiClient
 def test_kubectl_matches_the_server_and_applies_a_kustomization(
     devcluster: Cluster, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    kubectl = [str(devcluster.kubectl), f"--kubeconfig={devcluster.admin_kubeconfig}"]
-    versions = json.loads(subprocess.run([*kubectl, "version", "-o", "json"], check=True, capture_output=True, text=True).stdout)
+    versions = json.loads(devcluster.kubectl_run("version", "-o", "json").stdout)
     assert versions["clientVersion"]["gitVersion"] == build.K8S_VERSION
     assert versions["serverVersion"]["gitVersion"] == build.K8S_VERSION
 
     (tmp_path / "kustomization.yaml").write_text(f"namespace: {namespace}\nconfigMapGenerator:\n- name: settings\n  literals: [mode=demo]\n")
-    subprocess.run([*kubectl, "apply", "-k", str(tmp_path)], check=True, capture_output=True, text=True)
+    devcluster.kubectl_run("apply", "-k", str(tmp_path))
+    with pytest.raises(KubectlError) as failed:
+        devcluster.kubectl_run("get", "widgets.nowhere")
+    assert str(failed.value).startswith("kubectl get widgets.nowhere failed (exit 1):\n"), failed.value
+    assert "doesn't have a resource type" in failed.value.stderr
     names = [cm.metadata.name for cm in client.CoreV1Api(api).list_namespaced_config_map(namespace).items]
     assert any(n.startswith("settings-") for n in names)

@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from devcluster import build, pki, process
-from devcluster.cluster import ComponentStatus, format_status, free_ports
+from devcluster.cluster import ComponentStatus, format_status
 from devcluster.components import Probe, ProcessSpec
 from devcluster.kubeconfig import render_kubeconfig
+from devcluster.ports import free_ports
 from devcluster.pytest_plugin import namespace_name
 
 RELEASE_GO_MOD = """\

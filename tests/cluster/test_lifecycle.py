@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from devcluster.cluster import Cluster
 from devcluster.components import ProcessSpec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def _port_free(url: str) -> bool:
-    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
-    with socket.socket() as sock:
-        return sock.connect_ex((host, int(port))) != 0
 
 
 def test_up_reuse_status_down_leaves_nothing_running(tmp_path: Path) -> None:
@@ -44,7 +37,7 @@ def test_up_reuse_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     down = runner.invoke(cluster_cli, ["down", "--dir", state])
     assert down.exit_code == 0, down.output
     assert not any(process.alive(h) for h in first)
-    assert all(_port_free(h.health.url) for h in first)
+    assert not any(process.listening(h.health.url) for h in first)
     assert (tmp_path / "state" / "logs" / "kube-apiserver.log").stat().st_size > 0
     after = runner.invoke(cluster_cli, ["status", "--dir", state])
     assert after.exit_code == 1 and "no cluster" in after.output

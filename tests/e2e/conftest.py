@@ -4,7 +4,6 @@ cluster holding signed iris parameters, and namespaces with the key and bucket S
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,14 +16,13 @@ from devcluster.story import OPERATOR, Bucket, Published, install_operator, key_
 @pytest.fixture(scope="session")
 def operator(devcluster: Any, node: str) -> str:
     """The operator installed with ``kubectl apply -k manifests/`` and rolled out (two replicas, kopf peering)."""
-    install_operator(devcluster.kubectl, devcluster.admin_kubeconfig)
+    install_operator(devcluster)
     return OPERATOR
 
 
 @pytest.fixture(scope="session")
 def bucket(devcluster: Any, node: str) -> Bucket:
-    with devcluster.api_client() as api:
-        return start_bucket(api, devcluster.kubectl, devcluster.admin_kubeconfig, images.minio_image()[0])
+    return start_bucket(devcluster, images.minio_image()[0])
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +34,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 def bucket_url(bucket: Bucket, published: Published) -> str:
     """``s3://models/PREFIX``: this module's signed and tampered archives with their signatures."""
     return bucket.upload(published, f"e2e-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-def api(devcluster: Any) -> Iterator[client.ApiClient]:
-    with devcluster.api_client() as api_client:
-        yield api_client
 
 
 @pytest.fixture

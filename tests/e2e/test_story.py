@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 from node.helpers import wait_for
 
+from devcluster.cluster import Cluster
 from devcluster.story import (
     GROUP,
     OPERATOR_NAMESPACE,
@@ -21,7 +22,6 @@ from devcluster.story import (
     Published,
     active_operator_pod,
     get_md,
-    kubectl,
     md_condition,
     model_deployment,
     predict,
@@ -72,10 +72,10 @@ def serving(api: client.ApiClient, namespace: str, name: str, replicas: int) -> 
     return md if complete and rolled and len(ready_endpoints(api, namespace, name)) == replicas else None
 
 
-def exec_python(devcluster: Any, namespace: str, pod: str, code: str) -> str:
+def exec_python(devcluster: Cluster, namespace: str, pod: str, code: str) -> str:
     """``kubectl exec POD -c server -- python -c CODE`` (through the API server and the kubelet)."""
-    return kubectl(devcluster.kubectl, devcluster.admin_kubeconfig, "-n", namespace, "exec", pod, "-c", "server",
-                   "--", "python", "-c", code)
+    result = devcluster.kubectl_run("-n", namespace, "exec", pod, "-c", "server", "--", "python", "-c", code)
+    return result.stdout.rstrip()
 
 
 DNS_PREDICTION = """
@@ -115,7 +115,7 @@ def test_signed_iris_from_the_bucket_is_ready_verified_and_answers_by_cluster_ip
     by_name = json.loads(exec_python(devcluster, ns, pod, DNS_PREDICTION.format(ns=ns, sample=SAMPLE)))
     assert by_name["prediction"]["species"] == "setosa"
 
-    fetch_log = kubectl(devcluster.kubectl, devcluster.admin_kubeconfig, "-n", ns, "logs", pod, "-c", "fetch")
+    fetch_log = devcluster.kubectl_run("-n", ns, "logs", pod, "-c", "fetch").stdout
     assert f"verified with key {published.fingerprint}" in fetch_log, fetch_log
 
     assert exec_python(devcluster, ns, pod, IDENTITY).split(" ", 2) == ["65532", "65532", "Read-only file system"]

@@ -7,25 +7,18 @@ given its verified manifest through `modeldeploy.params.signing`, as `modeldeplo
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from modeldeploy.params import signing
+from devcluster.child import stop_child, wait_answering
+from devcluster.iris import sealed
+from devcluster.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(name="free_port")
@@ -36,15 +29,7 @@ def free_port_fixture() -> Callable[[], int]:
 
 @pytest.fixture(scope="session")
 def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("iris")
-    model_dir = work / "model"
-    subprocess.run(
-        [sys.executable, str(REPO / "examples/iris/train.py"), str(model_dir)], check=True, capture_output=True
-    )
-    key = signing.generate_key()
-    (work / "private.pem").write_bytes(signing.private_key_pem(key))
-    (work / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    signing.seal(model_dir, work / "private.pem", work / "public.pem")
+    model_dir, _ = sealed(tmp_path_factory.mktemp("iris"))
     return model_dir
 
 
@@ -76,21 +61,7 @@ def iris_url(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, f"model did not load: {log_path.read_text()}"
-                try:
-                    if httpx.get(f"{url}/api/health/startup", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
+            wait_answering(f"{url}/api/health/startup", process, log_path, interval=0.05, name="modeldeploy serve")
             yield url
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_child(process, signal.SIGINT)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from server_support import PUBLIC_KEY, REPO, SETOSA, ServerProcess
 
+from devcluster.iris import write_keys
 from modeldeploy.params import signing
 
 sys.path.insert(0, str(REPO / "examples" / "iris"))
@@ -27,12 +28,9 @@ import train as iris_train
 
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    keys = tmp_path_factory.mktemp("keys")
-    key = signing.generate_key()
-    (keys / "private.pem").write_bytes(signing.private_key_pem(key))
-    (keys / "public.pem").write_bytes(signing.public_key_pem(key.public_key()))
-    PUBLIC_KEY[:] = [keys / "public.pem"]
-    return keys / "private.pem", keys / "public.pem"
+    keys = write_keys(tmp_path_factory.mktemp("keys"))
+    PUBLIC_KEY[:] = [keys.public]
+    return keys.private, keys.public
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,8 @@ from typing import Any
 import httpx
 import yaml
 
+from devcluster.child import stop_child
+from devcluster.ports import free_port
 from model_server.app import create_app
 from model_server.settings import ServerSettings
 
@@ -43,12 +43,6 @@ async def wait_for_start(client: httpx.AsyncClient, timeout: float = 60.0) -> No
     while (await client.get("/api/health/startup")).status_code != 200:
         assert time.monotonic() < deadline, "model did not finish loading"
         await anyio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
@@ -88,12 +82,6 @@ class ServerProcess:
 
     def stop(self) -> int:
         """SIGTERM, as the kubelet sends; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_child(self.process)
         self.log.close()
-        return self.process.returncode
+        return code

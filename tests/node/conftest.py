@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from kubernetes import client
 
 
 @pytest.fixture
-def core(devcluster: Any, node: str) -> Iterator[client.CoreV1Api]:
-    with devcluster.api_client() as api:
-        yield client.CoreV1Api(api)
+def core(api: client.ApiClient, node: str) -> client.CoreV1Api:
+    return client.CoreV1Api(api)

@@ -3,7 +3,6 @@ local control plane, running pods from the images built from the project's Docke
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from typing import Any
 
@@ -13,6 +12,7 @@ from kubernetes import client
 
 from devcluster import build, images
 from devcluster.node import cluster_dns_ip
+from devcluster.ports import free_port
 from node.helpers import condition, container_status, create, pod, pod_body, ready, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -21,11 +21,6 @@ IMAGE = images.SERVER_IMAGE
 RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 NON_ROOT = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
 HTTP_SERVER = ["python", "-m", "http.server", "8080", "--directory", "/srv"]
-
-
-def kubectl(devcluster: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(devcluster.kubectl), "--kubeconfig", str(devcluster.admin_kubeconfig), *args],
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def web_pod(name: str) -> dict[str, Any]:
@@ -62,10 +57,10 @@ def test_restricted_pod_runs_its_init_container_and_serves_through_its_probes(
     assert init is not None and init["state"]["terminated"]["exitCode"] == 0
     page = httpx.get(f"http://{found['status']['podIP']}:8080/", timeout=5)
     assert page.text == "hello from the init container"
-    identity = kubectl(devcluster, "-n", namespace, "exec", "web", "--", "python", "-c",
-                       "import os\ntry:\n open('/x', 'w')\nexcept OSError as e:\n print(os.getuid(), e.strerror)")
+    try_write = "import os\ntry:\n open('/x', 'w')\nexcept OSError as e:\n print(os.getuid(), e.strerror)"
+    identity = devcluster.kubectl_run("-n", namespace, "exec", "web", "--", "python", "-c", try_write, check=False)
     assert identity.stdout.strip() == "65532 Read-only file system", identity.stderr
-    logs = kubectl(devcluster, "-n", namespace, "logs", "web")
+    logs = devcluster.kubectl_run("-n", namespace, "logs", "web", check=False)
     assert '"GET / HTTP/1.1" 200' in logs.stderr + logs.stdout
 
 
@@ -87,11 +82,11 @@ def test_services_answer_on_their_cluster_ip_and_dns_name_and_nothing_outside_re
     create(core, namespace, client_pod)
     done = wait_for(lambda: (p := pod(core, namespace, "client"))["status"].get("phase") in ("Succeeded", "Failed") and p,
                     "the client pod to finish", timeout=120)
-    output = kubectl(devcluster, "-n", namespace, "logs", "client").stdout.split()
+    output = devcluster.kubectl_run("-n", namespace, "logs", "client", check=False).stdout.split()
     assert done["status"]["phase"] == "Succeeded", output
     assert output == ["hello", "from", "the", "init", "container", "unresolved"]
-    resolv = kubectl(devcluster, "-n", namespace, "exec", "web", "--", "python", "-c",
-                     "print(open('/etc/resolv.conf').read())").stdout
+    resolv = devcluster.kubectl_run("-n", namespace, "exec", "web", "--", "python", "-c",
+                                    "print(open('/etc/resolv.conf').read())", check=False).stdout
     assert f"nameserver {cluster_dns_ip()}" in resolv
 
 
@@ -99,11 +94,8 @@ def test_port_forward_reaches_a_pod_through_the_api_server(core: client.CoreV1Ap
                                                           devcluster: Any) -> None:
     create(core, namespace, web_pod("web"))
     wait_for(lambda: ready(core, namespace, "web"), "the web pod Ready", timeout=120)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    forward = subprocess.Popen([str(devcluster.kubectl), "--kubeconfig", str(devcluster.admin_kubeconfig), "-n",
-                                namespace, "port-forward", "pod/web", f"{port}:8080"],
+    port = free_port()
+    forward = subprocess.Popen(devcluster.kubectl_command("-n", namespace, "port-forward", "pod/web", f"{port}:8080"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: _get(f"http://127.0.0.1:{port}/"), "port-forward", timeout=30) == \

@@ -8,7 +8,6 @@ the rules CEL cannot check (an untyped `value`) are the operator's: see test_ope
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,10 @@ ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
-def kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), *args],
-                          input=stdin, capture_output=True, text=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def crd_installed(devcluster: Cluster) -> None:
-    applied = kubectl(devcluster, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    assert applied.returncode == 0, applied.stderr
-    established = kubectl(devcluster, "wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
-    assert established.returncode == 0, established.stderr
+    devcluster.kubectl_run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    devcluster.kubectl_run("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
 
 
 def model_deployment(namespace: str, **spec: Any) -> str:
@@ -59,21 +51,21 @@ def test_policies_the_server_refuses_are_refused_at_apply(
 ) -> None:
     policy, message = REFUSED[case]
     manifest = model_deployment(namespace, policies=[{"name": "p", "when": "true", **policy}])
-    result = kubectl(devcluster, "apply", "-f", "-", stdin=manifest)
+    result = devcluster.kubectl_run("apply", "-f", "-", stdin=manifest, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
-    assert kubectl(devcluster, "-n", namespace, "get", "md", "iris").returncode != 0  # nothing stored
+    assert devcluster.kubectl_run("-n", namespace, "get", "md", "iris", check=False).returncode != 0  # nothing stored
 
 
 def test_an_override_to_null_is_stored_as_written(devcluster: Cluster, crd_installed: None, namespace: str) -> None:
     manifest = model_deployment(namespace, policies=[{"name": "p", "when": "true", "action": "override", "value": None}])
-    created = kubectl(devcluster, "create", "-f", "-", stdin=manifest)
+    created = devcluster.kubectl_run("create", "-f", "-", stdin=manifest, check=False)
     assert created.returncode == 0, created.stderr
-    stored = json.loads(kubectl(devcluster, "-n", namespace, "get", "md", "iris", "-o", "json").stdout)
+    stored = json.loads(devcluster.kubectl_run("-n", namespace, "get", "md", "iris", "-o", "json").stdout)
     assert stored["spec"]["policies"] == [{"name": "p", "when": "true", "action": "override", "value": None}]
 
 
 def test_a_misspelt_field_is_refused_by_strict_field_validation(
     devcluster: Cluster, crd_installed: None, namespace: str,
 ) -> None:
-    result = kubectl(devcluster, "apply", "-f", "-", stdin=model_deployment(namespace, replica=2))
+    result = devcluster.kubectl_run("apply", "-f", "-", stdin=model_deployment(namespace, replica=2), check=False)
     assert result.returncode != 0 and 'unknown field "spec.replica"' in result.stderr, result.stderr

@@ -12,7 +12,6 @@ Garbage collection, the Deployment controller and admission are the real ones.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,17 +44,10 @@ FINGERPRINT = "sha256:" + "ab" * 32
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def kubectl(cluster: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), "--kubeconfig", str(cluster.admin_kubeconfig), *args],
-        capture_output=True, text=True, timeout=60, check=check,
-    )
-
-
 @pytest.fixture(scope="module")
 def operator(devcluster: Any, cordoned: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The install manifests applied, and the operator running under its ServiceAccount."""
-    install(devcluster.kubectl, devcluster.admin_kubeconfig)
+    install(devcluster)
     runner = OperatorProcess(
         devcluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT),
         tmp_path_factory.mktemp("operator") / "operator.log",
@@ -66,15 +58,9 @@ def operator(devcluster: Any, cordoned: None, tmp_path_factory: pytest.TempPathF
         yield runner
     finally:
         runner.stop()
-        restore(devcluster.kubectl, devcluster.admin_kubeconfig)
+        restore(devcluster)
         denied = [r for r in runner.records() if "is forbidden: User" in r.get("message", "")]
         assert not denied, f"the operator hit RBAC denials: {denied[:3]}"
-
-
-@pytest.fixture
-def api(devcluster: Any) -> Iterator[client.ApiClient]:
-    with devcluster.api_client() as api_client:
-        yield api_client
 
 
 def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
@@ -257,7 +243,7 @@ def test_invalid_specs_are_rejected_with_a_readable_message(
 ) -> None:
     manifest = tmp_path / "md.json"
     manifest.write_text(json.dumps(model_deployment("bad", **spec)))
-    result = kubectl(devcluster, "-n", namespace, "apply", "-f", str(manifest), check=False)
+    result = devcluster.kubectl_run("-n", namespace, "apply", "-f", str(manifest), check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert result.stderr.startswith('The ModelDeployment "bad" is invalid:'), result.stderr
@@ -297,7 +283,7 @@ def report_fetch(api: client.ApiClient, namespace: str, pod: str, record: Termin
 
 
 def get_md_columns(devcluster: Any, namespace: str) -> dict[str, str]:
-    lines = kubectl(devcluster, "-n", namespace, "get", "md").stdout.splitlines()
+    lines = devcluster.kubectl_run("-n", namespace, "get", "md").stdout.splitlines()
     return dict(zip(lines[0].split(), lines[1].split()))
 
 
@@ -385,7 +371,7 @@ def test_delete_removes_everything(operator: OperatorProcess, api: client.ApiCli
             core.list_namespaced_pod(namespace, label_selector=selector).items,
         ])
 
-    wait_for(everything_gone, "the garbage collector to remove every child", timeout=60)
+    wait_for(everything_gone, "the garbage collector to remove every child")
 
 
 def test_operator_identity_is_least_privilege(devcluster: Any, operator: OperatorProcess) -> None:
@@ -395,8 +381,8 @@ def test_operator_identity_is_least_privilege(devcluster: Any, operator: Operato
     denied = ["get secrets", "delete deployments.apps", "update deployments.apps", "create pods",
               "delete modeldeployments.modeldeploy.io", "create clusterroles.rbac.authorization.k8s.io"]
     for verb_resource in allowed:
-        result = kubectl(devcluster, "auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
+        result = devcluster.kubectl_run("auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
         assert result.stdout.strip() == "yes", verb_resource
     for verb_resource in denied:
-        result = kubectl(devcluster, "auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
+        result = devcluster.kubectl_run("auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
         assert result.stdout.strip() == "no", verb_resource

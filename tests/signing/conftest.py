@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,26 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.iris import Keys, train, write_keys
 from modeldeploy.params import signing
-
-from .helpers import ROOT, Keys, make_keys
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trained") / "iris"
-    subprocess.run([sys.executable, str(ROOT / "examples/iris/train.py"), str(out)], check=True, capture_output=True)
-    return out
+    return train(tmp_path_factory.mktemp("trained") / "iris")
 
 
 @pytest.fixture
 def keys(tmp_path: Path) -> Keys:
-    return make_keys(tmp_path / "keys")
+    return write_keys(tmp_path / "keys")
 
 
 @pytest.fixture
 def other_keys(tmp_path: Path) -> Keys:
-    return make_keys(tmp_path / "other-keys")
+    return write_keys(tmp_path / "other-keys")
 
 
 @pytest.fixture

@@ -5,32 +5,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
 
+from devcluster.iris import Keys
 from modeldeploy.cli import main
 from modeldeploy.params import signing
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Keys:
-    private: Path
-    public: Path
-    fingerprint: str
-
-
-def make_keys(directory: Path, curve: str = "p256") -> Keys:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = signing.generate_key(curve)
-    private, public = directory / "private.pem", directory / "public.pem"
-    private.write_bytes(signing.private_key_pem(key))
-    public.write_bytes(signing.public_key_pem(key.public_key()))
-    return Keys(private, public, signing.fingerprint(key.public_key()))
 
 
 def cli(*args: str | Path) -> Result:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.iris import Keys
 from modeldeploy.params import signing
 
 from .conftest import HttpServer
-from .helpers import Keys, assert_installed, assert_refused, cli, files_of, flip_byte, run_fetch, tar_gz
+from .helpers import assert_installed, assert_refused, cli, files_of, flip_byte, run_fetch, tar_gz
 
 # --- sources that verify ------------------------------------------------------------------
 

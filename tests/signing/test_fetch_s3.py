@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
+from devcluster.child import stop_child, wait_answering
+from devcluster.iris import Keys
+from devcluster.ports import free_ports
 from modeldeploy.params import signing
 
-from .helpers import ROOT, Keys, assert_installed, assert_refused, files_of, flip_byte, run_fetch, tar_gz
+from .helpers import ROOT, assert_installed, assert_refused, files_of, flip_byte, run_fetch, tar_gz
 
 ACCESS_KEY, SECRET_KEY = "modeldeploy-test", "modeldeploy-test-secret"
 
@@ -37,18 +37,12 @@ class Minio:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def minio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = subprocess.run(
         ["bash", str(ROOT / "scripts/build-minio.sh")], check=True, capture_output=True, text=True, timeout=1800
     ).stdout.strip()
-    port, console = free_port(), free_port()
+    port, console = free_ports(2)
     env = {**os.environ, "MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "MINIO_BROWSER": "off"}
     data = tmp_path_factory.mktemp("minio-data")
     log = (data.parent / "minio.log").open("wb")
@@ -60,20 +54,10 @@ def minio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"minio exited; see {log.name}"
-            try:
-                if httpx.get(f"{endpoint}/minio/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"minio not ready after 60s; see {log.name}"
-            time.sleep(0.2)
+        wait_answering(f"{endpoint}/minio/health/ready", process, Path(log.name), name="minio")
         yield endpoint
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_child(process)
         log.close()
 
 

@@ -20,12 +20,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from devcluster.iris import Keys
 from modeldeploy.params import fetch as fetching
 from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 
 from .conftest import HttpServer
-from .helpers import Keys, assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz
+from .helpers import assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz
 
 UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from devcluster.iris import Keys, write_keys
 from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 
-from .helpers import Keys, cli, flip_byte, make_keys
+from .helpers import cli, flip_byte
 
 UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
 
@@ -200,7 +201,7 @@ def test_upstream_refuses_our_tampered_model(model: Path, keys: Keys) -> None:
 
 
 def test_p384_keys_interoperate(tmp_path: Path, trained: Path) -> None:
-    keys = make_keys(tmp_path / "p384", "p384")
+    keys = write_keys(tmp_path / "p384", "p384")
     model = shutil.copytree(trained, tmp_path / "m")
     assert (
         upstream("sign", "key", model, "--signature", model / "model.sig", "--private_key", keys.private).returncode
