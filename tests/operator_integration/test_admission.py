@@ -57,11 +57,12 @@ def test_policies_the_server_refuses_are_refused_at_apply(
 
 
 def test_an_override_to_null_is_stored_as_written(devcluster: Cluster, crd_installed: None, namespace: str) -> None:
-    manifest = model_deployment(namespace, policies=[{"name": "p", "when": "true", "action": "override", "value": None}])
+    to_null = {"name": "p", "when": "true", "action": "override", "value": None}
+    manifest = model_deployment(namespace, policies=[to_null])
     created = devcluster.kubectl_run("create", "-f", "-", stdin=manifest, check=False)
     assert created.returncode == 0, created.stderr
     stored = json.loads(devcluster.kubectl_run("-n", namespace, "get", "md", "iris", "-o", "json").stdout)
-    assert stored["spec"]["policies"] == [{"name": "p", "when": "true", "action": "override", "value": None}]
+    assert stored["spec"]["policies"] == [to_null]
 
 
 def test_a_misspelt_field_is_refused_by_strict_field_validation(
