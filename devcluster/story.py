@@ -125,6 +125,14 @@ def predict(base_url: str, model: str = "iris", body: dict[str, Any] | None = No
     return httpx.post(f"{base_url}/api/models/{model}/prediction", json=body or SAMPLE, timeout=timeout)
 
 
+def answered(base_url: str, body: dict[str, Any] | None = None) -> httpx.Response | None:
+    """A prediction, or None while the Service refuses connections (kube-proxy has not written its rules yet)."""
+    try:
+        return predict(base_url, body=body)
+    except httpx.ConnectError:
+        return None
+
+
 def service_url(api: client.ApiClient, namespace: str, service: str) -> str:
     """``http://CLUSTER-IP:PORT`` of a Service (kube-proxy routes it from the host and from pods)."""
     found = client.CoreV1Api(api).read_namespaced_service(service, namespace)
