@@ -23,6 +23,7 @@ from kubernetes import client
 
 from devcluster.iris import train, write_keys
 from devcluster.localrun import MANIFESTS, OPERATOR, OPERATOR_NAMESPACE, apply_install
+from devcluster.process import listening
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.params import signing
 
@@ -125,18 +126,20 @@ def predict(base_url: str, model: str = "iris", body: dict[str, Any] | None = No
     return httpx.post(f"{base_url}/api/models/{model}/prediction", json=body or SAMPLE, timeout=timeout)
 
 
-def answered(base_url: str, body: dict[str, Any] | None = None) -> httpx.Response | None:
-    """A prediction, or None while the Service refuses connections (kube-proxy has not written its rules yet)."""
-    try:
-        return predict(base_url, body=body)
-    except httpx.ConnectError:
-        return None
+def service_url(api: client.ApiClient, namespace: str, service: str, timeout: float = 30.0) -> str:
+    """``http://CLUSTER-IP:PORT`` of a Service, once it accepts connections from the host.
 
-
-def service_url(api: client.ApiClient, namespace: str, service: str) -> str:
-    """``http://CLUSTER-IP:PORT`` of a Service (kube-proxy routes it from the host and from pods)."""
+    A new Service's ClusterIP refuses connections until kube-proxy has written its rules,
+    which can lag behind the pods' readiness.
+    """
     found = client.CoreV1Api(api).read_namespaced_service(service, namespace)
-    return f"http://{found.spec.cluster_ip}:{found.spec.ports[0].port}"
+    url = f"http://{found.spec.cluster_ip}:{found.spec.ports[0].port}"
+    deadline = time.monotonic() + timeout
+    while not listening(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Service {namespace}/{service} ({url}) refused connections for {timeout:g} s")
+        time.sleep(0.2)
+    return url
 
 
 @dataclass

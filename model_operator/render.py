@@ -90,9 +90,8 @@ def _meta(ref: ObjectRef, spec: ModelDeploymentSpec, name: str) -> dict[str, Any
 
 def server_config(spec: ModelDeploymentSpec) -> str:
     """The model server's `server.yaml` (the contract's `ServerConfig`): request limit and policies."""
-    config = ServerConfig(policies=spec.policies)
-    if spec.max_request_bytes is not None:
-        config = ServerConfig(max_request_bytes=spec.max_request_bytes, policies=spec.policies)
+    limit = {} if spec.max_request_bytes is None else {"max_request_bytes": spec.max_request_bytes}
+    config = ServerConfig(policies=spec.policies, **limit)
     return str(yaml.safe_dump(config.document(), sort_keys=False))
 
 

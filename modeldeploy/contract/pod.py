@@ -130,9 +130,7 @@ class TerminationRecord(BaseModel):
 
     def line(self) -> str:
         """The record as written: ASCII JSON on one line, `verified` and `reason` first."""
-        document = self.model_dump(by_alias=True)
-        document["failedFiles"] = list(self.failed_files)
-        return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
+        return json.dumps(self.model_dump(by_alias=True), ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def parse(cls, text: str | None) -> TerminationRecord | None:

@@ -161,7 +161,7 @@ class Policy(ContractModel):
 
     def document(self) -> dict[str, Any]:
         """The policy as written in `server.yaml`: camelCase keys, unset arguments left out."""
-        return self.model_dump(by_alias=True, exclude_unset=True, exclude_defaults=False)
+        return self.model_dump(by_alias=True, exclude_unset=True)
 
 
 class Probes(ContractModel):

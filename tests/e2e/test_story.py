@@ -21,7 +21,6 @@ from devcluster.story import (
     Load,
     Published,
     active_operator_pod,
-    answered,
     get_md,
     md_condition,
     model_deployment,
@@ -175,7 +174,7 @@ def test_policies_reject_and_override_end_to_end(operator: str, api: client.ApiC
     url = service_url(api, ns, "iris")
     first = ready_pod_names(api, ns)
 
-    overridden = wait_for(lambda: answered(url), "the new Service to answer through kube-proxy", timeout=30)
+    overridden = predict(url)
     assert overridden.status_code == 200, overridden.text
     assert overridden.json()["prediction"]["species"] == "versicolor"
     assert "setosa-is-versicolor" in str(overridden.json()["policies"])
