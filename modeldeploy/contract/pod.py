@@ -1,7 +1,7 @@
 """The pod contract: what the operator renders into a pod and what its containers run and report.
 
 ```
-init container `fetch`   modeldeploy fetch SOURCE --dest MODEL_DIR --public-key KEYS_DIR/KEY ...
+init container `fetch`   modeldeploy fetch SOURCE --dest MODEL_DIR (--trust TRUST_PATH | --public-key KEYS_DIR/KEY) ...
                          (FetchArgs.argv) -> writes a TerminationRecord to TERMINATION_LOG
 container `server`       modeldeploy serve MODEL_DIR --config CONFIG_PATH ... (ServeArgs.argv)
                          reads ServerConfig from CONFIG_PATH; probes on the HEALTH_* paths
@@ -33,6 +33,9 @@ KEYS_DIR: Final = "/etc/modeldeploy/keys"  # the public key Secret
 CONFIG_DIR: Final = "/etc/modeldeploy"
 CONFIG_KEY: Final = "server.yaml"  # the ConfigMap key holding ServerConfig
 CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_KEY}"
+TRUST_KEY: Final = "trust.json"  # the ConfigMap key holding the TrustBundle (modeldeploy.contract.trust)
+TRUST_PATH: Final = f"{CONFIG_DIR}/{TRUST_KEY}"
+SIGNED_POLICIES: Final = "policies.yaml"  # signed guardrails at the top of the parameters tree
 TERMINATION_LOG: Final = "/dev/termination-log"
 SERVER_PORT: Final = 8000
 PORT_NAME: Final = "http"
@@ -51,7 +54,8 @@ class FetchArgs:
 
     source: str
     dest: str
-    public_key: str
+    public_key: str | None = None
+    trust: str | None = None  # a TrustBundle file; exactly one of public_key or trust
     termination_log: str | None = None
     max_bytes: int | None = None
     deadline: float | None = None
@@ -60,8 +64,10 @@ class FetchArgs:
 
     def argv(self) -> list[str]:
         """The command, as the container runs it."""
-        command = [COMMAND, "fetch", self.source, "--dest", self.dest, "--public-key", self.public_key]
+        command = [COMMAND, "fetch", self.source, "--dest", self.dest]
         for flag, value in (
+            ("--public-key", self.public_key),
+            ("--trust", self.trust),
             ("--termination-log", self.termination_log),
             ("--max-bytes", self.max_bytes),
             ("--deadline", self.deadline),
@@ -79,14 +85,16 @@ class ServeArgs:
 
     model_dir: str
     config: str
-    public_key: str
+    public_key: str | None = None
+    trust: str | None = None  # a TrustBundle file; exactly one of public_key or trust
     host: str = "0.0.0.0"
     port: int = SERVER_PORT
 
     def argv(self) -> list[str]:
         """The command, as the container runs it."""
+        trust = ["--trust", self.trust] if self.trust else ["--public-key", str(self.public_key)]
         return [
-            COMMAND, "serve", self.model_dir, "--config", self.config, "--public-key", self.public_key,
+            COMMAND, "serve", self.model_dir, "--config", self.config, *trust,
             "--host", self.host, "--port", str(self.port),
         ]
 
@@ -102,6 +110,7 @@ class ServerConfig(BaseModel):
     drain_seconds: float = Field(default=5.0, ge=0.0)
     policies: tuple[Policy, ...] = ()
     policy_timeout_seconds: float = Field(default=1.0, gt=0.0)  # per request, all rows and policies
+    recheck_seconds: float = Field(default=0.0, ge=0.0)  # re-verify the served files this often; 0: never
 
     def document(self) -> dict[str, Any]:
         """The YAML document: only the keys that were set, policies as written."""
@@ -125,6 +134,11 @@ class TerminationRecord(BaseModel):
     message: str = ""
     key_fingerprint: str | None = Field(default=None, alias="keyFingerprint")
     manifest_digest: str | None = Field(default=None, alias="manifestDigest")
+    signer: str | None = None  # key fingerprint or certificate subject
+    issuer: str | None = None  # certificate issuer
+    trusted_by: str | None = Field(default=None, alias="trustedBy")
+    hash_algorithm: str | None = Field(default=None, alias="hashAlgorithm")
+    signed_policies: tuple[str, ...] = Field(default=(), alias="signedPolicies")
     failed_files: tuple[str, ...] = Field(default=(), alias="failedFiles")
     source: str | None = None
 

@@ -16,6 +16,8 @@ SIGNATURE_MALFORMED: Final = "SignatureMalformed"
 SIGNATURE_INVALID: Final = "SignatureInvalid"
 UNSUPPORTED_SIGNATURE: Final = "UnsupportedSignature"
 KEY_MISMATCH: Final = "KeyMismatch"
+UNTRUSTED_SIGNER: Final = "UntrustedSigner"  # verified by nobody the trust (policy or spec key) names
+TRUST_INVALID: Final = "TrustInvalid"  # trust.json or its PEM material cannot be read
 PUBLIC_KEY_INVALID: Final = "PublicKeyInvalid"
 PRIVATE_KEY_INVALID: Final = "PrivateKeyInvalid"
 FILES_DIFFER: Final = "FilesDiffer"
@@ -25,6 +27,7 @@ UNSAFE_ARCHIVE: Final = "UnsafeArchive"
 UNSAFE_FILE: Final = "UnsafeFile"
 TOO_LARGE: Final = "TooLarge"
 DESTINATION_INVALID: Final = "DestinationInvalid"
+SIGNED_POLICIES_INVALID: Final = "SignedPoliciesInvalid"  # the signed policies.yaml is not a policy list
 
 # Transport: the parameters or their signature could not be read.
 SOURCE_NOT_FOUND: Final = "SourceNotFound"
@@ -35,8 +38,9 @@ FETCH_FAILED: Final = "FetchFailed"  # fetch ended without a record, or with an 
 
 VERIFICATION: Final = frozenset({
     SIGNATURE_VALID, SIGNATURE_MISSING, SIGNATURE_MALFORMED, SIGNATURE_INVALID, UNSUPPORTED_SIGNATURE,
-    KEY_MISMATCH, PUBLIC_KEY_INVALID, PRIVATE_KEY_INVALID, FILES_DIFFER, FILE_NOT_SIGNED, DIGEST_MISMATCH,
-    UNSAFE_ARCHIVE, UNSAFE_FILE, TOO_LARGE, DESTINATION_INVALID,
+    KEY_MISMATCH, UNTRUSTED_SIGNER, TRUST_INVALID, PUBLIC_KEY_INVALID, PRIVATE_KEY_INVALID, FILES_DIFFER,
+    FILE_NOT_SIGNED, DIGEST_MISMATCH, UNSAFE_ARCHIVE, UNSAFE_FILE, TOO_LARGE, DESTINATION_INVALID,
+    SIGNED_POLICIES_INVALID,
 })
 TRANSPORT: Final = frozenset({SOURCE_NOT_FOUND, SOURCE_INVALID, DOWNLOAD_FAILED, DEADLINE_EXCEEDED, FETCH_FAILED})
 FETCH: Final = VERIFICATION | TRANSPORT
@@ -44,6 +48,9 @@ FETCH: Final = VERIFICATION | TRANSPORT
 # The operator's: why a ModelDeployment is (not) Ready, and what its rollout does.
 SPEC_INVALID: Final = "SpecInvalid"
 CHILD_REJECTED: Final = "ChildRejected"  # the API server refused a rendered child
+POLICY_CONFLICT: Final = "PolicyConflict"  # a spec policy has the name of a signed guardrail
+NO_TRUSTED_SIGNER: Final = "NoTrustedSigner"  # no ModelTrustPolicy applies and no spec.parameters.publicKey
+TRUST_POLICY_UNRESOLVED: Final = "TrustPolicyUnresolved"  # a policy's Secret or ConfigMap cannot be read
 SERVING: Final = "Serving"
 SCALED_TO_ZERO: Final = "ScaledToZero"
 ROLLOUT_PROGRESSING: Final = "RolloutProgressing"

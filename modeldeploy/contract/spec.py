@@ -93,10 +93,17 @@ class Parameters(ContractModel):
         default=None, min_length=1,
         description="URI of the OpenSSF Model Signing signature. Default beside or inside the source.",
     )
-    public_key: SecretKeyRef = Field(alias="publicKey")
+    public_key: SecretKeyRef | None = Field(
+        default=None, alias="publicKey",
+        description="The key that must have signed the parameters, where no enforcing ModelTrustPolicy "
+        "applies to the namespace (one that does decides the trusted signers instead).",
+    )
     credentials: SecretRef | None = None
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                               description="Optional pin of the signed manifest's sha256 (64 lowercase hex digits).")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="Pin of the signed manifest's sha256 (64 lowercase hex digits). Set at admission when "
+        "absent, so every pod verifies exactly the signature that was admitted.",
+    )
     max_bytes: int | None = Field(
         default=None, alias="maxBytes", ge=1 << 20, le=1 << 40,
         description="Most bytes fetch may download and unpack (archive and tree together); also sizes "
@@ -162,6 +169,16 @@ class Policy(ContractModel):
     def document(self) -> dict[str, Any]:
         """The policy as written in `server.yaml`: camelCase keys, unset arguments left out."""
         return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class VerificationSpec(ContractModel):
+    """How the server keeps checking what it serves."""
+
+    recheck_seconds: int = Field(
+        default=300, alias="recheckSeconds", ge=0, le=86400,
+        description="Re-verify the served files against the signed manifest this often (0: never). On a "
+        "mismatch the pod stops answering readiness and ParametersVerified turns False.",
+    )
 
 
 class Probes(ContractModel):
@@ -255,6 +272,7 @@ class ModelDeploymentSpec(ContractModel):
     max_request_bytes: int | None = Field(default=None, alias="maxRequestBytes", ge=1,
                                           description="Largest prediction request body the server accepts.")
     probes: Probes = Probes()
+    verification: VerificationSpec = VerificationSpec()
     autoscaling: Autoscaling | None = None
     service: ServiceSpec = ServiceSpec()
     env: tuple[EnvVar, ...] = Field(default=(), description="Extra environment variables of the server container.")

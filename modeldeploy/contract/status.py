@@ -42,10 +42,25 @@ class Condition(StatusModel):
 class Verification(StatusModel):
     """The verification result of the current version's parameters."""
 
+    signer: str | None = Field(default=None, description=(
+        "Who signed: the key's fingerprint (sha256:...) or the signing certificate's subject."
+    ))
+    issuer: str | None = Field(default=None, description="The signing certificate's issuer (certificate method).")
+    trusted_by: str | None = Field(default=None, alias="trustedBy", description=(
+        "Which trust admitted the signer: ModelTrustPolicy/NAME signer NAME, or spec.parameters.publicKey."
+    ))
     key_fingerprint: str | None = Field(default=None, alias="keyFingerprint",
                                         description="Fingerprint of the public key that verified them.")
     manifest_digest: str | None = Field(default=None, alias="manifestDigest",
                                         description="Digest of the signed manifest, e.g. sha256:...")
+    hash_algorithm: str | None = Field(default=None, alias="hashAlgorithm",
+                                       description="How the files were hashed: sha256, blake2 or blake3, "
+                                       "with ' shards' for sharded hashing.")
+    signed_policies: list[str] | None = Field(default=None, alias="signedPolicies",
+                                              description="Policies that came signed with the parameters "
+                                              "(policies.yaml); the spec's policies add to them.")
+    admitted_at: str | None = Field(default=None, alias="admittedAt",
+                                    description="When the admission webhook verified the signature.")
     verified_at: str | None = Field(default=None, alias="verifiedAt", description="When fetch verified them.")
     failed_files: list[str] | None = Field(default=None, alias="failedFiles",
                                            description="Files that failed verification, when it failed.")

@@ -28,7 +28,10 @@ def flip_byte(path: Path, offset: int = 10) -> None:
     path.write_bytes(bytes(data))
 
 
-RECORD_KEYS = {"verified", "reason", "message", "keyFingerprint", "manifestDigest", "failedFiles", "source"}
+RECORD_KEYS = {
+    "verified", "reason", "message", "keyFingerprint", "manifestDigest", "signer", "issuer", "trustedBy",
+    "hashAlgorithm", "signedPolicies", "failedFiles", "source",
+}
 
 
 def run_fetch(source: str | Path, dest: Path, public_key: Path, *extra: str | Path) -> tuple[Result, dict[str, Any]]:
