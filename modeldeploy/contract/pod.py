@@ -18,10 +18,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from modeldeploy.contract.spec import Policy
+from modeldeploy.contract.validation import error_lines
 
 INIT_CONTAINER: Final = "fetch"
 SERVER_CONTAINER: Final = "server"
@@ -162,3 +164,31 @@ class TerminationRecord(BaseModel):
         if head:
             return cls(verified=head[1] == "true", reason=head[2], message="(the fetch result was truncated)")
         return None
+
+
+class SignedPolicies(BaseModel):
+    """`policies.yaml` at the top of a signed parameters tree: guardrails that travel with the weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policies: tuple[Policy, ...] = Field(min_length=1, max_length=64)
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[Policy, ...]:
+        """The policies of a `policies.yaml` document (YAML or JSON).
+
+        Raises:
+            ValueError: not YAML, not a mapping with a `policies` list, or an invalid policy
+                (the message names every offending field).
+        """
+        try:
+            document = yaml.safe_load(data.decode("utf-8"))
+            policies = cls.model_validate(document).policies
+        except (UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ValueError(f"{SIGNED_POLICIES} is not UTF-8 YAML: {err}") from None
+        except ValidationError as err:
+            raise ValueError(f"{SIGNED_POLICIES}: {'; '.join(error_lines(err))}") from None
+        names = [policy.name for policy in policies]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{SIGNED_POLICIES}: policy names must be unique")
+        return policies
