@@ -36,7 +36,7 @@ test: install lint k8s-binaries minio node-packages images
 
 # The CRD's schema is generated from the contract's types (modeldeploy/contract); a test checks it.
 crds: install
-	$(PY) -m modeldeploy.contract.crd > crds/modeldeployment.yaml
+	$(PY) -m modeldeploy.contract.crd --write crds
 
 # The layers (import-linter), ruff and mypy --strict on the product packages.
 lint: install

@@ -31,11 +31,14 @@ from modeldeploy.contract.pod import (
     SERVER_CONTAINER,
     SERVER_PORT,
     TERMINATION_LOG,
+    TRUST_KEY,
+    TRUST_PATH,
     FetchArgs,
     ServeArgs,
     ServerConfig,
 )
-from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError
+from modeldeploy.contract.spec import ModelDeploymentSpec, SecretKeyRef, SpecError
+from modeldeploy.contract.trust import TrustBundle
 
 Manifest = dict[str, Any]
 
@@ -89,20 +92,45 @@ def _meta(ref: ObjectRef, spec: ModelDeploymentSpec, name: str) -> dict[str, Any
 
 
 def server_config(spec: ModelDeploymentSpec) -> str:
-    """The model server's `server.yaml` (the contract's `ServerConfig`): request limit and policies."""
+    """The model server's `server.yaml` (the contract's `ServerConfig`): request limit, policies, rechecks."""
     limit = {} if spec.max_request_bytes is None else {"max_request_bytes": spec.max_request_bytes}
-    config = ServerConfig(policies=spec.policies, **limit)
+    config = ServerConfig(policies=spec.policies, recheck_seconds=spec.verification.recheck_seconds, **limit)
     return str(yaml.safe_dump(config.document(), sort_keys=False))
 
 
-def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
-    """The ConfigMap holding `server.yaml`."""
+def config_data(spec: ModelDeploymentSpec, trust: TrustBundle | None) -> dict[str, str]:
+    """`server.yaml`, and `trust.json` when a trust policy decides the signers."""
+    data = {CONFIG_KEY: server_config(spec)}
+    if trust is not None:
+        data[TRUST_KEY] = trust.document()
+    return data
+
+
+def render_config_map(spec: ModelDeploymentSpec, ref: ObjectRef, trust: TrustBundle | None = None) -> Manifest:
+    """The ConfigMap holding `server.yaml` (and `trust.json`)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(ref, spec, config_map_name(ref)),
-        "data": {CONFIG_KEY: server_config(spec)},
+        "data": config_data(spec, trust),
     }
+
+
+def _spec_key(spec: ModelDeploymentSpec) -> SecretKeyRef:
+    """The spec's own public key, needed when no trust policy decides.
+
+    Raises:
+        SpecError: neither a trust policy nor spec.parameters.publicKey names a signer.
+    """
+    if spec.parameters.public_key is None:
+        raise SpecError("no signer to verify with: set spec.parameters.publicKey, or create a "
+                        "ModelTrustPolicy that selects this namespace")
+    return spec.parameters.public_key
+
+
+def _verify_with(spec: ModelDeploymentSpec, trust: TrustBundle | None) -> tuple[str | None, str | None]:
+    """The `public_key` and `trust` arguments of the fetch and serve command lines (one of them set)."""
+    return (None, TRUST_PATH) if trust is not None else (f"{KEYS_DIR}/{_spec_key(spec).key}", None)
 
 
 def max_bytes(spec: ModelDeploymentSpec) -> int:
@@ -115,13 +143,14 @@ def model_volume_limit(spec: ModelDeploymentSpec) -> int:
     return 2 * max_bytes(spec) + VOLUME_MARGIN
 
 
-def fetch_args(spec: ModelDeploymentSpec) -> FetchArgs:
+def fetch_args(spec: ModelDeploymentSpec, trust: TrustBundle | None = None) -> FetchArgs:
     """The init container's command line for this spec."""
     params = spec.parameters
     return FetchArgs(
         source=params.source,
         dest=MODEL_DIR,
-        public_key=f"{KEYS_DIR}/{params.public_key.key}",
+        public_key=_verify_with(spec, trust)[0],
+        trust=_verify_with(spec, trust)[1],
         termination_log=TERMINATION_LOG,
         max_bytes=max_bytes(spec),
         deadline=spec.probes.max_load_seconds,
@@ -164,17 +193,24 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return spec.resources.model_dump(exclude_none=True)
 
 
-def _init_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+def _trust_mounts(trust: TrustBundle | None) -> list[dict[str, Any]]:
+    """The trust material: `trust.json` from the ConfigMap, or the spec's key Secret."""
+    if trust is not None:
+        return [{"name": "config", "mountPath": TRUST_PATH, "subPath": TRUST_KEY, "readOnly": True}]
+    return [{"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}]
+
+
+def _init_container(spec: ModelDeploymentSpec, image: str, trust: TrustBundle | None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": image,
-        "command": fetch_args(spec).argv(),
+        "command": fetch_args(spec, trust).argv(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_ROOT},
-            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            *_trust_mounts(trust),
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -185,17 +221,17 @@ def _init_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     return container
 
 
-def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
+def _server_container(spec: ModelDeploymentSpec, image: str, trust: TrustBundle | None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
-        "command": ServeArgs(MODEL_DIR, CONFIG_PATH, f"{KEYS_DIR}/{spec.parameters.public_key.key}").argv(),
+        "command": ServeArgs(MODEL_DIR, CONFIG_PATH, *_verify_with(spec, trust)).argv(),
         "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
         **_probes(spec),
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_ROOT, "readOnly": True},
-            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            *_trust_mounts(trust),
             {"name": "config", "mountPath": CONFIG_PATH, "subPath": CONFIG_KEY, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -207,7 +243,14 @@ def _server_container(spec: ModelDeploymentSpec, image: str) -> dict[str, Any]:
     return container
 
 
-def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str, Any]:
+def _key_volumes(spec: ModelDeploymentSpec, trust: TrustBundle | None) -> list[dict[str, Any]]:
+    if trust is not None:
+        return []
+    key = _spec_key(spec)
+    return [{"name": "keys", "secret": {"secretName": key.secret_name, "items": [{"key": key.key, "path": key.key}]}}]
+
+
+def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str, trust: TrustBundle | None) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -218,18 +261,12 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [_init_container(spec, image)],
-        "containers": [_server_container(spec, image)],
+        "initContainers": [_init_container(spec, image, trust)],
+        "containers": [_server_container(spec, image, trust)],
         "volumes": [
             {"name": "model", "emptyDir": {"sizeLimit": str(model_volume_limit(spec))}},
             {"name": "tmp", "emptyDir": {}},
-            {
-                "name": "keys",
-                "secret": {
-                    "secretName": spec.parameters.public_key.secret_name,
-                    "items": [{"key": spec.parameters.public_key.key, "path": spec.parameters.public_key.key}],
-                },
-            },
+            *_key_volumes(spec, trust),
             {"name": "config", "configMap": {"name": config_map_name(ref)}},
         ],
     }
@@ -240,27 +277,30 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str) -> dict[str
     return pod
 
 
-def spec_hash(pod_spec: dict[str, Any], config: str) -> str:
-    """A short digest of everything the pods run with, so any change rolls them out."""
+def spec_hash(pod_spec: dict[str, Any], config: dict[str, str]) -> str:
+    """A short digest of everything the pods run with (pod spec, server.yaml, trust.json), so any change rolls them out."""
     blob = json.dumps({"pod": pod_spec, "config": config}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def render_deployment(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None) -> Manifest:
+def render_deployment(
+    spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None, trust: TrustBundle | None = None,
+) -> Manifest:
     """The Deployment: init container fetch + verify, then the server (the pod contract).
 
     Args:
         spec: the parsed spec.
         ref: the ModelDeployment being rendered.
         default_image: the server image when the spec does not name one.
+        trust: the signers a trust policy decides; None: the spec's publicKey.
 
     Raises:
-        SpecError: neither the spec nor the operator names a server image.
+        SpecError: neither the spec nor the operator names a server image, or no signer is named.
     """
     image = spec.image or default_image
     if not image:
         raise SpecError("spec.image is not set and the operator has no default server image")
-    pod = _pod_spec(spec, ref, image)
+    pod = _pod_spec(spec, ref, image, trust)
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(ref)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -268,7 +308,7 @@ def render_deployment(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: 
         "template": {
             "metadata": {
                 "labels": labels(ref, spec),
-                "annotations": {SPEC_HASH_ANNOTATION: spec_hash(pod, server_config(spec))},
+                "annotations": {SPEC_HASH_ANNOTATION: spec_hash(pod, config_data(spec, trust))},
             },
             "spec": pod,
         },
@@ -349,12 +389,14 @@ def render_hpa(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest | None:
     }
 
 
-def render_all(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None) -> list[Manifest]:
+def render_all(
+    spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None, trust: TrustBundle | None = None,
+) -> list[Manifest]:
     """Every child in apply order (config before the pods that mount it)."""
     children = [
-        render_config_map(spec, ref),
+        render_config_map(spec, ref, trust),
         render_service(spec, ref),
-        render_deployment(spec, ref, default_image),
+        render_deployment(spec, ref, default_image, trust),
         render_pdb(spec, ref),
         render_hpa(spec, ref),
     ]

@@ -8,7 +8,7 @@ sums them up. The result is the contract's typed `ModelDeploymentStatus`. No API
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from model_operator import conditions as cond
@@ -39,10 +39,24 @@ class FetchResult:
     status: ConditionStatus
     reason: str
     message: str
-    key_fingerprint: str | None = None
-    manifest_digest: str | None = None
+    record: TerminationRecord | None = None  # the fetch container's record, when it wrote one
     verified_at: str | None = None
-    failed_files: tuple[str, ...] = field(default=())
+
+    def verification(self, admitted_at: str | None) -> Verification:
+        """The evidence for `status.verification` (every field given, so stale values are deleted)."""
+        record = self.record or TerminationRecord(verified=False, reason=self.reason)
+        return Verification(
+            signer=record.signer,
+            issuer=record.issuer,
+            trusted_by=record.trusted_by,
+            key_fingerprint=record.key_fingerprint,
+            manifest_digest=record.manifest_digest,
+            hash_algorithm=record.hash_algorithm,
+            signed_policies=list(record.signed_policies) if record.verified else None,
+            admitted_at=admitted_at,
+            verified_at=self.verified_at,
+            failed_files=list(record.failed_files) or None,
+        )
 
 
 def _fetch_status(pod: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -73,10 +87,8 @@ def _from_terminated(terminated: dict[str, Any]) -> FetchResult:
         "True" if record.verified else "False",
         record.reason,
         record.message,
-        record.key_fingerprint,
-        record.manifest_digest,
+        record,
         terminated.get("finishedAt") if record.verified else None,
-        record.failed_files,
     )
 
 
@@ -128,6 +140,7 @@ def compute_status(
     deployment: dict[str, Any],
     pods: list[dict[str, Any]],
     now: str,
+    admitted_at: str | None = None,
 ) -> ModelDeploymentStatus:
     """The full `.status` of a ModelDeployment.
 
@@ -139,6 +152,7 @@ def compute_status(
         deployment: the Deployment as read back from the API server.
         pods: the pods selected by the Deployment.
         now: an RFC 3339 timestamp for condition transitions.
+        admitted_at: when the admission webhook verified the current signature, if it did.
     """
     dep_status = deployment.get("status", {})
     desired = int(deployment.get("spec", {}).get("replicas", 0) or 0)
@@ -199,12 +213,7 @@ def compute_status(
         ready=f"{ready}/{desired}",
         selector=",".join(f"{k}={v}" for k, v in selector_labels(ref).items()),
         endpoint=endpoint(ref, spec),
-        verification=Verification(
-            key_fingerprint=verified.key_fingerprint,
-            manifest_digest=verified.manifest_digest,
-            verified_at=verified.verified_at,
-            failed_files=list(verified.failed_files) or None,
-        ),
+        verification=verified.verification(admitted_at),
         conditions=conditions,
     )
 

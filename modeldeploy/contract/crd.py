@@ -1,7 +1,7 @@
-"""The ModelDeployment CRD, generated from the contract's types (`make crds` writes `crds/modeldeployment.yaml`).
+"""The CRDs (ModelDeployment, ModelTrustPolicy), generated from the contract's types (`make crds` writes `crds/modeldeployment.yaml`).
 
-    python -m modeldeploy.contract.crd            # print the CRD
-    python -m modeldeploy.contract.crd --check F  # exit 1 if F differs from what would be generated
+    python -m modeldeploy.contract.crd --write crds  # write crds/modeldeployment.yaml and modeltrustpolicy.yaml
+    python -m modeldeploy.contract.crd --check crds  # exit 1 if a file differs from what would be generated
 
 pydantic's JSON schema of `ModelDeploymentSpec` and `ModelDeploymentStatus` is turned into a
 Kubernetes structural schema: references inlined, optional fields' `null` alternatives dropped,
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from modeldeploy.contract import api
+from modeldeploy.contract import api, trust
 from modeldeploy.contract.spec import ModelDeploymentSpec
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
@@ -81,65 +81,38 @@ def _condition_path(type_: str, field: str) -> str:
     return f'.status.conditions[?(@.type=="{type_}")].{field}'
 
 
-def crd() -> Schema:
-    """The CustomResourceDefinition document."""
+def _definition(
+    names: dict[str, Any], scope: str, description: str, spec: type[BaseModel], status: type[BaseModel],
+    columns: list[Schema], subresources: Schema,
+) -> Schema:
+    """A CustomResourceDefinition of the group's one version, its schema from contract models."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": api.CRD_NAME,
+            "name": f"{names['plural']}.{api.GROUP}",
             "labels": {"app.kubernetes.io/name": api.MANAGED_BY, "app.kubernetes.io/component": "crd"},
         },
         "spec": {
             "group": api.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": api.KIND,
-                "listKind": api.LIST_KIND,
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
-                "categories": [api.MANAGED_BY],
-            },
+            "scope": scope,
+            "names": {**names, "categories": [api.MANAGED_BY]},
             "versions": [{
                 "name": api.VERSION,
                 "served": True,
                 "storage": True,
-                "subresources": {
-                    "status": {},
-                    "scale": {
-                        "specReplicasPath": ".spec.replicas",
-                        "statusReplicasPath": ".status.replicas",
-                        "labelSelectorPath": ".status.selector",
-                    },
-                },
-                "additionalPrinterColumns": [
-                    _column("Model", "string", ".spec.model.name"),
-                    _column("Version", "string", ".spec.model.version"),
-                    _column("Ready", "string", ".status.ready",
-                            "Ready replicas of the current version / desired replicas."),
-                    _column("Verified", "string", _condition_path(PARAMETERS_VERIFIED, "status"),
-                            "Whether the current version's parameters passed signature verification."),
-                    _column("Status", "string", _condition_path(READY, "reason"),
-                            "Why the ModelDeployment is or is not ready."),
-                    _column("Replicas", "integer", ".status.replicas", priority=1),
-                    _column("Endpoint", "string", ".status.endpoint", priority=1),
-                    _column("Age", "date", ".metadata.creationTimestamp"),
-                ],
+                "subresources": subresources,
+                "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": (
-                        "A ModelDeployment serves one signed ML model. The operator creates a Deployment whose "
-                        "pods first download and verify the model parameters (init container, fail closed), then "
-                        "serve predictions behind a Service, with CEL policies applied to every prediction."
-                    ),
+                    "description": description,
                     "required": ["spec"],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
-                        "spec": model_schema(ModelDeploymentSpec),
-                        "status": model_schema(ModelDeploymentStatus),
+                        "spec": model_schema(spec),
+                        "status": model_schema(status),
                     },
                 }},
             }],
@@ -147,22 +120,94 @@ def crd() -> Schema:
     }
 
 
-def render() -> str:
-    """The CRD as the YAML file `crds/modeldeployment.yaml` holds."""
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=110)
+def crd() -> Schema:
+    """The ModelDeployment CustomResourceDefinition."""
+    return _definition(
+        {"kind": api.KIND, "listKind": api.LIST_KIND, "plural": api.PLURAL, "singular": api.SINGULAR,
+         "shortNames": list(api.SHORT_NAMES)},
+        "Namespaced",
+        "A ModelDeployment serves one signed ML model. The operator creates a Deployment whose "
+        "pods first download and verify the model parameters (init container, fail closed), then "
+        "serve predictions behind a Service, with CEL policies applied to every prediction.",
+        ModelDeploymentSpec,
+        ModelDeploymentStatus,
+        [
+            _column("Model", "string", ".spec.model.name"),
+            _column("Version", "string", ".spec.model.version"),
+            _column("Ready", "string", ".status.ready", "Ready replicas of the current version / desired replicas."),
+            _column("Verified", "string", _condition_path(PARAMETERS_VERIFIED, "status"),
+                    "Whether the current version's parameters passed signature verification."),
+            _column("Signer", "string", ".status.verification.signer",
+                    "Who signed the parameters: key fingerprint or certificate subject."),
+            _column("Status", "string", _condition_path(READY, "reason"), "Why the ModelDeployment is or is not ready."),
+            _column("Replicas", "integer", ".status.replicas", priority=1),
+            _column("Endpoint", "string", ".status.endpoint", priority=1),
+            _column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        {
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+    )
+
+
+def trust_crd() -> Schema:
+    """The ModelTrustPolicy CustomResourceDefinition (cluster-scoped)."""
+    return _definition(
+        {"kind": trust.TRUST_KIND, "listKind": f"{trust.TRUST_KIND}List", "plural": trust.TRUST_PLURAL,
+         "singular": trust.TRUST_SINGULAR, "shortNames": list(trust.TRUST_SHORT_NAMES)},
+        "Cluster",
+        "A ModelTrustPolicy names the signers the ModelDeployments of the selected namespaces must be "
+        "signed by. The operator's admission webhook refuses (enforce) or warns about (warn) a "
+        "ModelDeployment whose signature none of them made; pods verify with exactly these signers.",
+        trust.ModelTrustPolicySpec,
+        trust.ModelTrustPolicyStatus,
+        [
+            _column("Mode", "string", ".spec.mode"),
+            _column("Keys", "integer", ".status.keys", "Public-key signers the operator could read."),
+            _column("Certificates", "integer", ".status.certificates",
+                    "Certificate signers whose roots the operator could read."),
+            _column("Problems", "string", ".status.problems", "Signers whose material could not be read.",
+                    priority=1),
+            _column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        {"status": {}},
+    )
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: shared schema nodes are written out where they occur."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+DEFINITIONS = {"modeldeployment.yaml": crd, "modeltrustpolicy.yaml": trust_crd}
+
+
+def render(file_name: str = "modeldeployment.yaml") -> str:
+    """The CRD as the YAML file `crds/FILE_NAME` holds."""
+    return HEADER + yaml.dump(DEFINITIONS[file_name](), Dumper=_PlainDumper, sort_keys=False, width=110)
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--check"] and len(argv) == 2:
-        if Path(argv[1]).read_text() != render():
-            print(f"{argv[1]} is not the generated CRD: run `make crds`", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print("usage: python -m modeldeploy.contract.crd [--check FILE]", file=sys.stderr)
-        return 2
-    sys.stdout.write(render())
-    return 0
+    if len(argv) == 2 and argv[0] in ("--check", "--write"):
+        directory = Path(argv[1])
+        stale = [name for name in DEFINITIONS
+                 if not (directory / name).exists() or (directory / name).read_text() != render(name)]
+        if argv[0] == "--write":
+            for name in DEFINITIONS:
+                (directory / name).write_text(render(name))
+            return 0
+        for name in stale:
+            print(f"{directory / name} is not the generated CRD: run `make crds`", file=sys.stderr)
+        return 1 if stale else 0
+    print("usage: python -m modeldeploy.contract.crd --check|--write DIRECTORY", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -118,6 +118,13 @@ class Signer(ContractModel):
             raise ValueError(f"signer {self.name!r} is exactly one of publicKey or certificate")
         return self
 
+    def material(self) -> MaterialRef:
+        """Where this signer's PEM text is: the public key, or the certificate roots."""
+        if self.public_key is not None:
+            return self.public_key
+        assert self.certificate is not None  # one of the two, checked above
+        return self.certificate.roots
+
 
 class ModelTrustPolicySpec(ContractModel):
     """Which signers the ModelDeployments of the selected namespaces must be signed by."""
@@ -136,8 +143,6 @@ class ModelTrustPolicySpec(ContractModel):
 
 class ModelTrustPolicyStatus(ContractModel):
     """What the operator resolved (counts of the signers whose material it could read)."""
-
-    model_config = ContractModel.model_config | {"frozen": True}
 
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     keys: int = Field(default=0, description="Public-key signers resolved.")

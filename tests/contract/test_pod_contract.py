@@ -84,4 +84,5 @@ def test_the_operator_reads_the_record_fetch_writes() -> None:
         "status": {"initContainerStatuses": [{"name": pod.INIT_CONTAINER, "state": {"terminated": terminated}}]},
     }
     result = fetch_result([pod_status], spec_hash)
-    assert (result.status, result.reason, result.failed_files) == ("False", "FilesDiffer", ("model.joblib",))
+    assert result.record is not None
+    assert (result.status, result.reason, result.record.failed_files) == ("False", "FilesDiffer", ("model.joblib",))

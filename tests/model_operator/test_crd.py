@@ -113,10 +113,18 @@ def test_status_and_scale_subresources() -> None:
     }
 
 
-def test_printer_columns_show_model_ready_verified_age() -> None:
+def test_printer_columns_show_model_ready_verified_signer_age() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"] if c.get("priority", 0) == 0}
-    assert list(columns) == ["Model", "Version", "Ready", "Verified", "Status", "Age"]
+    assert list(columns) == ["Model", "Version", "Ready", "Verified", "Signer", "Status", "Age"]
     assert columns["Verified"]["jsonPath"] == '.status.conditions[?(@.type=="ParametersVerified")].status'
+    assert columns["Signer"]["jsonPath"] == ".status.verification.signer"
+
+
+def test_trust_policy_is_cluster_scoped_and_shows_mode_and_signer_counts() -> None:
+    definition = crd.trust_crd()
+    assert definition["spec"]["scope"] == "Cluster"
+    columns = [c["name"] for c in definition["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns[:3] == ["Mode", "Keys", "Certificates"]
 
 
 def test_every_cel_rule_compiles() -> None:
@@ -193,8 +201,10 @@ def test_value_rules_are_the_operators_since_cel_cannot_see_untyped_fields(polic
         parse_spec(spec)
 
 
-def test_committed_crd_is_the_generated_one() -> None:
-    assert (ROOT / "crds" / "modeldeployment.yaml").read_text() == crd.render(), "run `make crds`"
+@pytest.mark.parametrize("name", sorted(crd.DEFINITIONS))
+def test_committed_crds_are_the_generated_ones(name: str) -> None:
+    assert (ROOT / "crds" / name).read_text() == crd.render(name), "run `make crds`"
+    assert crd.main(["--check", str(ROOT / "crds")]) == 0
 
 
 @pytest.mark.parametrize("policy", [

@@ -24,6 +24,7 @@ from model_operator.render import (
     unwanted_children,
 )
 from modeldeploy.contract.spec import SpecError, parse_spec
+from modeldeploy.contract.trust import PolicyTrust, TrustBundle, TrustedSigner
 
 TESTDATA = Path(__file__).parent / "testdata"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "iris" / "modeldeployment.yaml"
@@ -219,11 +220,63 @@ def test_config_map_holds_server_yaml_per_contract() -> None:
     ]
     config_map = render_config_map(parse_spec(minimal(policies=policies, maxRequestBytes=1048576)), REF)
     assert config_map["metadata"]["name"] == "iris-config"
-    assert yaml.safe_load(config_map["data"]["server.yaml"]) == {"maxRequestBytes": 1048576, "policies": policies}
+    assert yaml.safe_load(config_map["data"]["server.yaml"]) == {
+        "maxRequestBytes": 1048576, "recheckSeconds": 300.0, "policies": policies,
+    }
 
 
 def test_config_map_without_policies_has_an_empty_list() -> None:
-    assert yaml.safe_load(render_config_map(parse_spec(minimal()), REF)["data"]["server.yaml"]) == {"policies": []}
+    server_yaml = yaml.safe_load(render_config_map(parse_spec(minimal()), REF)["data"]["server.yaml"])
+    assert server_yaml["policies"] == []
+
+
+def test_recheck_seconds_reach_the_server() -> None:
+    spec = parse_spec(minimal(verification={"recheckSeconds": 0}))
+    assert yaml.safe_load(render_config_map(spec, REF)["data"]["server.yaml"])["recheckSeconds"] == 0
+
+
+TRUST = TrustBundle(policies=(PolicyTrust(policy="prod", signers=(
+    TrustedSigner(name="release", public_key_pem="-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n"),
+)),))
+
+
+def _commands(deployment: dict[str, Any]) -> tuple[list[str], list[str]]:
+    pod = deployment["spec"]["template"]["spec"]
+    return pod["initContainers"][0]["command"], pod["containers"][0]["command"]
+
+
+def test_a_trust_policy_puts_trust_json_in_the_config_map_and_both_containers_verify_with_it() -> None:
+    spec = parse_spec(minimal())
+    config_map = render_config_map(spec, REF, TRUST)
+    assert TrustBundle.model_validate_json(config_map["data"]["trust.json"]) == TRUST
+    deployment = render_deployment(spec, REF, "server:1", TRUST)
+    for command in _commands(deployment):
+        assert command[command.index("--trust") + 1] == "/etc/modeldeploy/trust.json"
+        assert "--public-key" not in command
+    pod = deployment["spec"]["template"]["spec"]
+    assert "keys" not in {volume["name"] for volume in pod["volumes"]}  # the spec's key Secret is not mounted
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/modeldeploy/trust.json")
+        assert mount == {"name": "config", "mountPath": "/etc/modeldeploy/trust.json", "subPath": "trust.json",
+                         "readOnly": True}
+
+
+def test_a_trust_change_rolls_the_pods() -> None:
+    spec = parse_spec(minimal())
+    annotation = "modeldeploy.io/spec-hash"
+    extra = TrustedSigner(name="next", public_key_pem="-----BEGIN PUBLIC KEY-----\nAB==\n-----END PUBLIC KEY-----\n")
+    rotated = TrustBundle(policies=(PolicyTrust(policy="prod", signers=(*TRUST.policies[0].signers, extra)),))
+    hashes = {render_deployment(spec, REF, "server:1", trust)["spec"]["template"]["metadata"]["annotations"][annotation]
+              for trust in (None, TRUST, rotated)}
+    assert len(hashes) == 3
+
+
+def test_no_trust_policy_and_no_public_key_is_a_spec_error() -> None:
+    spec = minimal()
+    del spec["parameters"]["publicKey"]
+    with pytest.raises(SpecError, match="no signer to verify with"):
+        render_deployment(parse_spec(spec), REF, "server:1")
+    assert render_deployment(parse_spec(spec), REF, "server:1", TRUST)
 
 
 def test_pdb_omitted_for_single_replica() -> None:

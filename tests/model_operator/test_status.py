@@ -81,8 +81,8 @@ def test_termination_message_of_the_fetch_command_parses() -> None:
 def test_verified_when_a_current_pod_fetched_successfully() -> None:
     result = fetch_result([pod({"state": {"terminated": terminated(GOOD)}})], current_hash())
     assert (result.status, result.reason) == ("True", "SignatureValid")
-    assert result.key_fingerprint == "sha256:" + "1" * 64
-    assert result.manifest_digest == "sha256:" + "2" * 64
+    assert result.record is not None and result.record.key_fingerprint == "sha256:" + "1" * 64
+    assert result.record.manifest_digest == "sha256:" + "2" * 64
     assert result.verified_at == "2026-01-01T00:00:03Z"
 
 
@@ -91,7 +91,7 @@ def test_failed_verification_reports_reason_and_files_from_the_last_attempt() ->
     result = fetch_result([pod(crashing)], current_hash())
     assert (result.status, result.reason) == ("False", "FilesDiffer")
     assert "model.joblib differs" in result.message
-    assert result.failed_files == ("model.joblib",)
+    assert result.record is not None and result.record.failed_files == ("model.joblib",)
 
 
 def test_pods_of_an_older_version_do_not_count() -> None:
@@ -147,8 +147,8 @@ def test_bad_new_version_says_why_while_old_pods_keep_serving() -> None:
     ready = next(c for c in result["conditions"] if c["type"] == "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "FilesDiffer")
     assert "model.joblib differs" in ready["message"]
-    assert result["verification"] == {"keyFingerprint": "sha256:" + "1" * 64, "manifestDigest": None,
-                                      "verifiedAt": None, "failedFiles": ["model.joblib"]}
+    evidence = {k: v for k, v in result["verification"].items() if v is not None}
+    assert evidence == {"keyFingerprint": "sha256:" + "1" * 64, "failedFiles": ["model.joblib"]}
 
 
 def test_new_deployment_without_pods_is_progressing() -> None:
