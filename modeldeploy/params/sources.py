@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,6 +47,7 @@ class Settings:
     deadline: float = 600.0  # the whole fetch: download, unpack, verify
     retries: int = 3
     backoff: float = 0.5
+    environ: Mapping[str, str] | None = None  # S3 credentials and endpoint (AWS_*); default os.environ
 
 
 def deadline_after(seconds: float) -> float:
@@ -252,14 +253,21 @@ class _S3:
         import boto3
         from botocore.config import Config
 
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        environ = os.environ if settings.environ is None else settings.environ
+        endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
         config = Config(
             connect_timeout=settings.timeout,
             read_timeout=settings.timeout,
             retries={"max_attempts": settings.retries + 1, "mode": "standard"},
             s3={"addressing_style": "path" if endpoint else "auto"},
         )
-        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        session = boto3.session.Session() if settings.environ is None else boto3.session.Session(
+            aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+            region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
+        )
+        self.client: Any = session.client("s3", endpoint_url=endpoint, config=config)
 
     def download(self, uri: str, target: Path, budget: Budget) -> Path | None:
         """One object (an archive) to `target/archive`, or every object under the prefix."""
