@@ -25,13 +25,21 @@ MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 OPERATOR_NAMESPACE = "modeldeploy-system"
 OPERATOR = "modeldeploy-operator"  # the operator's Deployment and its ServiceAccount
 OPERATOR_SERVICE_ACCOUNT = OPERATOR
+WEBHOOKS = "modeldeploy"  # the Mutating- and ValidatingWebhookConfiguration
 
 
 def apply_install(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
-    """``kubectl apply -k manifests/`` (CRDs, RBAC, the operator Deployment); wait until the CRDs are Established."""
+    """``kubectl apply -k manifests/`` (CRDs, RBAC, the operator Deployment); wait until the CRDs are Established.
+
+    The webhook configurations are re-created: an operator run out of cluster points them at a URL,
+    which a re-apply (naming the Service) cannot merge with.
+    """
+    cluster.kubectl_run("delete", "--ignore-not-found", f"mutatingwebhookconfiguration/{WEBHOOKS}",
+                        f"validatingwebhookconfiguration/{WEBHOOKS}")
     cluster.kubectl_run("apply", "--server-side", "--force-conflicts", "-k", str(manifests))
     cluster.kubectl_run("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/modeldeployments.modeldeploy.io", "crd/clusterkopfpeerings.kopf.dev")
+                        "crd/modeldeployments.modeldeploy.io", "crd/modeltrustpolicies.modeldeploy.io",
+                        "crd/clusterkopfpeerings.kopf.dev")
 
 
 def install(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
@@ -75,11 +83,12 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the operator and wait until its liveness endpoint answers 200."""
-        port = free_port()
+        port, webhook_port = free_port(), free_port()
         command = [
             *_modeldeploy(), "operator",
             "--kubeconfig", str(self.kubeconfig), "--server-image", self.server_image,
             "--peering", self.peering, "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--webhook-port", str(webhook_port), "--webhook-url", f"https://127.0.0.1:{webhook_port}",
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

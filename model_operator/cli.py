@@ -23,6 +23,18 @@ import click
                    "and two replicas never tie (peers with equal priority all pause).")
 @click.option("--liveness", default="http://127.0.0.1:8080/healthz", show_default=True,
               help="Health endpoint URL served by kopf.")
+@click.option("--operator-namespace", envvar="POD_NAMESPACE", default="modeldeploy-system", show_default=True,
+              help="The operator's namespace: the webhook's TLS Secret and the trust policies' Secrets live there.")
+@click.option("--webhook-port", type=click.IntRange(1, 65535), default=9443, show_default=True,
+              help="Port of the admission webhooks (HTTPS).")
+@click.option("--webhook-url", default=None,
+              help="Out of cluster: the URL the API server calls (e.g. https://127.0.0.1:9443); written into the "
+                   "webhook configurations instead of the Service.")
+@click.option("--webhook-cert-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Serve tls.crt/tls.key from here (cert-manager) instead of issuing a certificate; the "
+                   "caBundle is then cert-manager's cainjector's to write.")
+@click.option("--webhook-configuration", default="modeldeploy", show_default=True,
+              help="Name of the Mutating- and ValidatingWebhookConfiguration to keep pointed at this operator.")
 @click.option("--log-format", type=click.Choice(["json", "plain"]), default="json", show_default=True)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def operator(
@@ -32,6 +44,11 @@ def operator(
     peering: str | None,
     priority: int | None,
     liveness: str,
+    operator_namespace: str,
+    webhook_port: int,
+    webhook_url: str | None,
+    webhook_cert_dir: Path | None,
+    webhook_configuration: str,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -41,6 +58,7 @@ def operator(
     import kopf
 
     import model_operator.handlers  # noqa: F401  (registers the handlers)
+    from model_operator.webhooks import WebhookSettings
 
     kopf.configure(
         verbose=verbose,
@@ -53,5 +71,12 @@ def operator(
         peering_name=peering,
         priority=priority if priority is not None else time.time_ns() // 1000,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(server_image=server_image),
+        memo=kopf.Memo(
+            server_image=server_image,
+            namespace=operator_namespace,
+            webhook=WebhookSettings(
+                port=webhook_port, namespace=operator_namespace, configuration=webhook_configuration,
+                url=webhook_url, cert_dir=str(webhook_cert_dir) if webhook_cert_dir else None,
+            ),
+        ),
     )

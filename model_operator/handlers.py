@@ -25,6 +25,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from model_operator import conditions as cond
+from model_operator import trust
+from model_operator.admission import Evidence
 from model_operator.kube import Kube
 from model_operator.render import ObjectRef, render_all, unwanted_children
 from model_operator.status import (
@@ -36,7 +38,7 @@ from model_operator.status import (
 )
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
-from modeldeploy.contract.spec import SpecError, parse_spec
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
 RESYNC_SECONDS = 300.0
@@ -68,6 +70,7 @@ class State:
 
     kube: Kube
     server_image: str | None
+    namespace: str  # the operator's own: where ModelTrustPolicies' Secrets and ConfigMaps live
     # one reconcile per ModelDeployment (by uid) at a time, and few at once
     locks: collections.defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
@@ -96,7 +99,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     # Few reconciles at a time, each finishing quickly, beat all of them interleaving their calls.
-    memo.state = State(await Kube.connect(), memo.get("server_image"))
+    memo.state = State(await Kube.connect(), memo.get("server_image"), memo.get("namespace") or "modeldeploy-system")
     if not settings.peering.standalone:
         await memo.state.kube.ensure_peering(settings.peering.name)
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
@@ -105,6 +108,37 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     _state(memo).kube.close()
+
+
+async def resolve_policies(state: State, namespace_labels: dict[str, str] | None = None) -> list[trust.ResolvedPolicy]:
+    """Every ModelTrustPolicy (selecting a namespace with these labels, if given) with its material read."""
+    resolved = []
+    for name, raw in await state.kube.list_trust_policies():
+        try:
+            policy = trust.parse_policy(name, raw)
+        except ValueError:
+            continue  # stored under an older schema; its status says nothing new
+        if namespace_labels is not None and not policy.namespace_selector.matches(namespace_labels):
+            continue
+        data: dict[tuple[str, str], dict[str, str] | None] = {}
+        for signer in policy.signers:
+            ref = signer.material()
+            kind, object_name = ("Secret", ref.secret_name) if ref.secret_name else ("ConfigMap", ref.config_map_name)
+            if (kind, str(object_name)) not in data:
+                data[(kind, str(object_name))] = await state.kube.read_data(kind, state.namespace, str(object_name))
+
+        def read(ref: Any, data: dict[tuple[str, str], dict[str, str] | None] = data) -> str | None:
+            kind, object_name = ("Secret", ref.secret_name) if ref.secret_name else ("ConfigMap", ref.config_map_name)
+            return (data.get((kind, str(object_name))) or {}).get(ref.key)
+
+        resolved.append(trust.resolve_policy(name, policy, read))
+    return resolved
+
+
+async def trust_decision(state: State, spec: ModelDeploymentSpec, namespace: str) -> trust.TrustDecision:
+    """The signers a ModelDeployment in `namespace` must be signed by (see `trust.decide`)."""
+    labels = await state.kube.namespace_labels(namespace)
+    return trust.decide(spec, await resolve_policies(state, labels))
 
 
 async def _apply_children(
@@ -162,7 +196,12 @@ async def reconcile(
             apply = False
         try:
             spec = parse_spec(body["spec"])
-            children = render_all(spec, ref, state.server_image)
+            decision = await trust_decision(state, spec, ref.namespace)
+            if decision.problem:
+                message = decision.problem
+                return Outcome(spec_error_status(generation, old_conditions, message, _now(),
+                                                 decision.reason or reasons.SPEC_INVALID), message)
+            children = render_all(spec, ref, state.server_image, decision.bundle)
             kopf.adopt(children, owner=body)
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
             if not apply and deployment is None:
@@ -182,7 +221,9 @@ async def reconcile(
             logger.warning("%s", message)
             rejected = spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED)
             return Outcome(rejected, message)
-    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now())
+    evidence = Evidence.parse(dict(meta.get("annotations") or {}))
+    admitted_at = evidence.admitted_at if evidence else None
+    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now(), admitted_at)
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)
 
@@ -297,3 +338,18 @@ async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger
     """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports."""
     if type is not None:
         await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
+
+
+async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners) -> None:
+    """Reconcile every ModelDeployment (a trust policy changed: its pods may verify with other signers)."""
+    state = _state(memo)
+    for found in list(index.values()):
+        for raw in list(found):
+            body = kopf.Body(cast(kopf.RawBody, raw))
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            outcome = await reconcile(body, memo, logger)
+            _post_events(body, outcome)
+            if status_changed(body.get("status"), outcome.status):
+                await state.kube.patch_status(body.metadata.name or "", body.metadata.namespace or "",
+                                              outcome.status.patch())

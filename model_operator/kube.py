@@ -9,15 +9,20 @@ operator's event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import os
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from model_operator import webhook_tls
 from model_operator.render import Manifest
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
+from modeldeploy.contract.trust import TRUST_PLURAL
 
 FIELD_MANAGER = "modeldeploy-operator"
 
@@ -140,3 +145,120 @@ class Kube:
     async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         """Merge-patch the ModelDeployment's status subresource."""
         await asyncio.to_thread(self._patch_status, name, namespace, status)
+
+    def _read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            if kind == "Secret":
+                found = self._core.read_namespaced_secret(name, namespace)
+                return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (found.data or {}).items()}
+            return dict(self._core.read_namespaced_config_map(name, namespace).data or {})
+        except ApiException as err:
+            if err.status in (403, 404):
+                return None
+            raise
+
+    async def read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        """The text data of a Secret (decoded) or ConfigMap, or None if it is missing or not readable."""
+        return await asyncio.to_thread(self._read_data, kind, namespace, name)
+
+    def _namespace_labels(self, name: str) -> dict[str, str]:
+        meta = self._core.read_namespace(name).metadata
+        return dict((meta.labels if meta else None) or {})
+
+    async def namespace_labels(self, name: str) -> dict[str, str]:
+        """The labels of a namespace (what ModelTrustPolicy namespaceSelectors match)."""
+        return await asyncio.to_thread(self._namespace_labels, name)
+
+    def _list_trust_policies(self) -> list[tuple[str, dict[str, Any]]]:
+        try:
+            found = cast(dict[str, Any], self._custom.list_cluster_custom_object(GROUP, VERSION, TRUST_PLURAL))
+        except ApiException as err:
+            if err.status == 404:  # the ModelTrustPolicy CRD is not installed
+                return []
+            raise
+        return [(item["metadata"]["name"], dict(item.get("spec") or {})) for item in found.get("items", [])]
+
+    async def list_trust_policies(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, spec) of every ModelTrustPolicy."""
+        return await asyncio.to_thread(self._list_trust_policies)
+
+    def _patch_trust_status(self, name: str, status: dict[str, Any]) -> None:
+        self._custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, TRUST_PLURAL, name, {"status": status}, _content_type="application/merge-patch+json",
+        )
+
+    async def patch_trust_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a ModelTrustPolicy's status."""
+        await asyncio.to_thread(self._patch_trust_status, name, status)
+
+    def _ensure_webhook_secret(self, namespace: str, name: str, hosts: list[str]) -> dict[str, bytes]:
+        now = datetime.datetime.now(datetime.UTC)
+        for _ in range(3):  # replicas race to create or renew it; the loser reads the winner's
+            try:
+                found = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+                found = None
+            data = {k: base64.b64decode(v) for k, v in ((found.data if found else None) or {}).items()}
+            if not webhook_tls.needs_renewal(data, hosts, now):
+                return data
+            fresh = webhook_tls.issue(hosts, now)
+            version = found.metadata.resource_version if found and found.metadata else None
+            body = client.V1Secret(
+                type="Opaque",
+                metadata=client.V1ObjectMeta(name=name, namespace=namespace, resource_version=version,
+                                             labels={"app.kubernetes.io/name": name}),
+                data={k: base64.b64encode(v).decode() for k, v in fresh.items()},
+            )
+            try:
+                if found is None:
+                    self._core.create_namespaced_secret(namespace, body)
+                else:
+                    self._core.replace_namespaced_secret(name, namespace, body)
+                return fresh
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+        raise RuntimeError(f"Secret {namespace}/{name} kept changing while the webhook certificate was written")
+
+    async def ensure_webhook_secret(self, namespace: str, name: str, hosts: list[str]) -> dict[str, bytes]:
+        """The webhook's CA and serving pair from Secret NAMESPACE/NAME, issued or renewed when needed."""
+        return await asyncio.to_thread(self._ensure_webhook_secret, namespace, name, hosts)
+
+    def _point_webhooks(self, configuration: str, ca: bytes, url: str | None, service: tuple[str, str]) -> None:
+        admission = client.AdmissionregistrationV1Api(self._api_client)
+        bundle = base64.b64encode(ca).decode()
+        for read, patch in (
+            (admission.read_mutating_webhook_configuration, admission.patch_mutating_webhook_configuration),
+            (admission.read_validating_webhook_configuration, admission.patch_validating_webhook_configuration),
+        ):
+            try:
+                found: Any = read(configuration)
+            except ApiException as err:
+                if err.status == 404:
+                    continue  # not installed (yet): its ADDED event brings us back
+                raise
+            ops = []
+            for index, webhook in enumerate(found.webhooks or []):
+                config = webhook.client_config
+                path = config.service.path if config.service else urlsplit(config.url or "").path
+                wanted: dict[str, Any] = (
+                    {"url": f"{url.rstrip('/')}{path}", "caBundle": bundle} if url else
+                    {"service": {"name": service[0], "namespace": service[1], "path": path, "port": 443},
+                     "caBundle": bundle}
+                )
+                stored = {"url": config.url, "caBundle": config.ca_bundle} if config.url else {
+                    "service": {"name": config.service.name, "namespace": config.service.namespace,
+                                "path": config.service.path, "port": config.service.port},
+                    "caBundle": config.ca_bundle,
+                }
+                if stored != wanted:
+                    ops.append({"op": "replace", "path": f"/webhooks/{index}/clientConfig", "value": wanted})
+            if ops:
+                patch(configuration, ops)
+
+    async def point_webhooks(self, configuration: str, ca: bytes, url: str | None, service: tuple[str, str]) -> None:
+        """Point both webhook configurations named CONFIGURATION at this operator: its CA, and its URL
+        (out of cluster) or its Service (NAME, NAMESPACE); patched only where they differ."""
+        await asyncio.to_thread(self._point_webhooks, configuration, ca, url, service)
