@@ -153,3 +153,10 @@ def create_service_account_key(directory: Path) -> KeyPair:
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pair
+
+
+def create_signing_cert(ca: KeyPair, directory: Path, common_name: str, email: str | None = None) -> KeyPair:
+    """A code-signing certificate (model-signing's certificate method), with an email SAN if given."""
+    out = KeyPair(directory / f"{common_name}.crt", directory / f"{common_name}.key")
+    san = x509.SubjectAlternativeName([x509.RFC822Name(email)]) if email else None
+    return _issue(ca, out, _name(common_name), ExtendedKeyUsageOID.CODE_SIGNING, san)

@@ -127,6 +127,17 @@ def fetch_result(pods: list[dict[str, Any]], current_hash: str) -> FetchResult:
     return failure or FetchResult("Unknown", reasons.PENDING, waiting)
 
 
+def policy_conflicts(spec: ModelDeploymentSpec, record: TerminationRecord | None) -> str | None:
+    """Why the spec's policies clash with the signed guardrails (same names), or None."""
+    if record is None or not record.verified:
+        return None
+    clashing = sorted({policy.name for policy in spec.policies} & set(record.signed_policies))
+    if not clashing:
+        return None
+    return (f"spec.policies {', '.join(clashing)} would replace signed guardrails of the same name; signed "
+            "guardrails cannot be removed or replaced: rename the spec's policies")
+
+
 def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, Any]:
     conditions = deployment.get("status", {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == type_), {})
@@ -179,7 +190,10 @@ def compute_status(
         )
 
     ready_cond: tuple[ConditionStatus, str, str]
-    if verified.status == "False":
+    conflicts = policy_conflicts(spec, verified.record)
+    if conflicts:
+        ready_cond = ("False", reasons.POLICY_CONFLICT, conflicts)
+    elif verified.status == "False":
         ready_cond = (
             "False", verified.reason, f"parameters of the current version failed verification: {verified.message}"
         )

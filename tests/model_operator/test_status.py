@@ -217,3 +217,14 @@ def test_a_record_cut_at_the_kubernetes_limit_keeps_its_reason() -> None:
     assert result is not None and (result.verified, result.reason) == (False, "FilesDiffer")
     failed = fetch_result([pod({"state": {"terminated": terminated(record[:4096], 1)}})], current_hash())
     assert failed.reason == "FilesDiffer"
+
+
+def test_a_spec_policy_named_like_a_signed_guardrail_is_a_policy_conflict() -> None:
+    record = TerminationRecord(verified=True, reason="SignatureValid", signedPolicies=("no-giant-sepals",)).line()
+    spec = parse_spec({**SPEC.model_dump(by_alias=True, exclude_unset=True),
+                       "policies": [{"name": "no-giant-sepals", "when": "false", "action": "reject"}]})
+    result = compute_status(spec, REF, 7, [], deployment(), [pod({"state": {"terminated": terminated(record)}})], NOW)
+    ready = next(c for c in result.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "PolicyConflict")
+    assert "no-giant-sepals" in ready.message
+    assert result.verification is not None and result.verification.signed_policies == ["no-giant-sepals"]
