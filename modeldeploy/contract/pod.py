@@ -192,3 +192,18 @@ class SignedPolicies(BaseModel):
         if len(names) != len(set(names)):
             raise ValueError(f"{SIGNED_POLICIES}: policy names must be unique")
         return policies
+
+
+class ReadinessReport(BaseModel):
+    """The body of the server's readiness answer (HEALTH_READY): why it is (not) ready.
+
+    The operator reads it from a pod whose server stopped being ready, so a failed integrity
+    recheck shows up as `ParametersVerified=False` with the verification reason.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    ready: bool
+    reason: str = Field(description="A reason code of modeldeploy.contract.reasons, e.g. FilesDiffer.")
+    message: str = ""
+    failed_files: tuple[str, ...] = Field(default=(), alias="failedFiles")
