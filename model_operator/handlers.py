@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
 import kopf
 from kubernetes.client.exceptions import ApiException
 
@@ -35,14 +36,17 @@ from model_operator.status import (
     reports_fetch,
     spec_error_status,
     status_changed,
+    stopped_being_ready,
 )
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
 from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
+from modeldeploy.contract.pod import HEALTH_READY, SERVER_PORT, ReadinessReport
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
+READINESS_TIMEOUT = 2.0
 API_THREADS = 16
 CONCURRENT_RECONCILES = 8
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -223,9 +227,27 @@ async def reconcile(
             return Outcome(rejected, message)
     evidence = Evidence.parse(dict(meta.get("annotations") or {}))
     admitted_at = evidence.admitted_at if evidence else None
-    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now(), admitted_at)
+    reports = await readiness_reports(pods)
+    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now(), admitted_at,
+                            reports)
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
     return Outcome(status, None, applied)
+
+
+async def readiness_reports(pods: list[dict[str, Any]]) -> dict[str, ReadinessReport]:
+    """What the servers that stopped being ready say about why (their readiness answer), by pod name."""
+    unready = [pod for pod in pods if stopped_being_ready(pod)]
+    if not unready:
+        return {}
+    reports: dict[str, ReadinessReport] = {}
+    async with httpx.AsyncClient(timeout=READINESS_TIMEOUT) as http:
+        for pod in unready:
+            url = f"http://{pod['status']['podIP']}:{SERVER_PORT}{HEALTH_READY}"
+            try:
+                reports[pod["metadata"]["name"]] = ReadinessReport.model_validate_json((await http.get(url)).content)
+            except (httpx.HTTPError, ValueError):
+                continue  # unreachable or not a report: the pod's conditions say what they can
+    return reports
 
 
 def _child_key(child: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -333,9 +355,10 @@ for _resource in CHILD_RESOURCES:
     _child_handler(*_resource)
 
 
-@kopf.on.event("", "v1", "pods", labels=OWNED, when=lambda body, **_: reports_fetch(body))
+@kopf.on.event("", "v1", "pods", labels=OWNED,
+               when=lambda body, **_: reports_fetch(body) or stopped_being_ready(body))
 async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports."""
+    """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports or its server stops being ready."""
     if type is not None:
         await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
 

@@ -15,7 +15,7 @@ from model_operator import conditions as cond
 from model_operator.render import ObjectRef, endpoint, selector_labels
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
-from modeldeploy.contract.pod import INIT_CONTAINER, TerminationRecord
+from modeldeploy.contract.pod import INIT_CONTAINER, SERVER_CONTAINER, ReadinessReport, TerminationRecord
 from modeldeploy.contract.spec import ModelDeploymentSpec
 from modeldeploy.contract.status import (
     AVAILABLE,
@@ -74,6 +74,38 @@ def reports_fetch(pod: Mapping[str, Any]) -> bool:
     return bool(state.get("terminated") or last.get("terminated")) or waiting not in (None, *STARTING)
 
 
+def _server_status(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == SERVER_CONTAINER), None)
+
+
+def stopped_being_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's server has started and runs, but is not ready: its readiness report says why."""
+    status = _server_status(pod)
+    return bool(status and status.get("started") and (status.get("state") or {}).get("running")
+                and not status.get("ready") and pod.get("status", {}).get("podIP"))
+
+
+def _current(pods: list[dict[str, Any]], current_hash: str) -> list[dict[str, Any]]:
+    return [
+        p for p in pods
+        if p.get("metadata", {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION) == current_hash
+        and not p.get("metadata", {}).get("deletionTimestamp")
+    ]
+
+
+def integrity_failure(pods: list[dict[str, Any]], current_hash: str,
+                      reports: Mapping[str, ReadinessReport]) -> FetchResult | None:
+    """A verification failure a current pod's server found after it loaded (its readiness report), if any."""
+    for pod in _current(pods, current_hash):
+        report = reports.get(pod["metadata"].get("name", ""))
+        if report is not None and not report.ready and report.reason in reasons.VERIFICATION:
+            record = TerminationRecord(verified=False, reason=report.reason, message=report.message,
+                                       failedFiles=report.failed_files)
+            return FetchResult("False", report.reason, f"pod {pod['metadata']['name']}: {report.message}", record)
+    return None
+
+
 def _from_terminated(terminated: dict[str, Any]) -> FetchResult:
     record = TerminationRecord.parse(terminated.get("message"))
     if record is None:
@@ -98,11 +130,7 @@ def fetch_result(pods: list[dict[str, Any]], current_hash: str) -> FetchResult:
     A success on any current pod means the parameters verified; otherwise the latest
     failure explains why the rollout is stuck; otherwise the result is still pending.
     """
-    current = [
-        p for p in pods
-        if p.get("metadata", {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION) == current_hash
-        and not p.get("metadata", {}).get("deletionTimestamp")
-    ]
+    current = _current(pods, current_hash)
     if not current:
         return FetchResult("Unknown", reasons.NO_PODS, "no pod of the current version exists yet")
     failure: FetchResult | None = None
@@ -152,6 +180,7 @@ def compute_status(
     pods: list[dict[str, Any]],
     now: str,
     admitted_at: str | None = None,
+    reports: Mapping[str, ReadinessReport] | None = None,
 ) -> ModelDeploymentStatus:
     """The full `.status` of a ModelDeployment.
 
@@ -164,6 +193,7 @@ def compute_status(
         pods: the pods selected by the Deployment.
         now: an RFC 3339 timestamp for condition transitions.
         admitted_at: when the admission webhook verified the current signature, if it did.
+        reports: readiness reports of pods whose server stopped being ready, by pod name.
     """
     dep_status = deployment.get("status", {})
     desired = int(deployment.get("spec", {}).get("replicas", 0) or 0)
@@ -175,7 +205,7 @@ def compute_status(
     complete = observed and updated == desired and replicas == desired and available >= desired
 
     current_hash = deployment["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
-    verified = fetch_result(pods, current_hash)
+    verified = integrity_failure(pods, current_hash, reports or {}) or fetch_result(pods, current_hash)
 
     available_cond = _deployment_condition(deployment, "Available")
     progress_cond = _deployment_condition(deployment, "Progressing")

@@ -12,11 +12,12 @@ from model_operator.status import (
     fingerprint,
     fetch_result,
     reports_fetch,
+    stopped_being_ready,
     spec_error_status,
     status_changed,
 )
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
-from modeldeploy.contract.pod import TerminationRecord
+from modeldeploy.contract.pod import ReadinessReport, TerminationRecord
 from modeldeploy.contract.spec import parse_spec
 from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
@@ -228,3 +229,21 @@ def test_a_spec_policy_named_like_a_signed_guardrail_is_a_policy_conflict() -> N
     assert (ready.status, ready.reason) == ("False", "PolicyConflict")
     assert "no-giant-sepals" in ready.message
     assert result.verification is not None and result.verification.signed_policies == ["no-giant-sepals"]
+
+
+def test_a_server_that_finds_its_files_changed_turns_parameters_verified_false() -> None:
+    serving = pod({"state": {"terminated": terminated(GOOD)}})
+    serving["metadata"]["name"] = "iris-abc"
+    serving["status"].update(podIP="10.88.0.7", containerStatuses=[
+        {"name": "server", "started": True, "ready": False, "state": {"running": {}}}])
+    assert stopped_being_ready(serving)
+    report = ReadinessReport(ready=False, reason="FilesDiffer", message="model.joblib changed after it was verified",
+                             failedFiles=("model.joblib",))
+    result = compute_status(SPEC, REF, 7, [], deployment(ready=1), [serving], NOW, reports={"iris-abc": report})
+    verified = next(c for c in result.conditions if c.type == "ParametersVerified")
+    assert (verified.status, verified.reason) == ("False", "FilesDiffer")
+    assert "iris-abc" in verified.message and "model.joblib" in verified.message
+    assert result.verification is not None and result.verification.failed_files == ["model.joblib"]
+    starting = {**serving, "status": {**serving["status"], "containerStatuses": [
+        {"name": "server", "started": False, "ready": False, "state": {"running": {}}}]}}
+    assert not stopped_being_ready(starting)
