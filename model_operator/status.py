@@ -82,7 +82,7 @@ def _server_status(pod: Mapping[str, Any]) -> dict[str, Any] | None:
 def stopped_being_ready(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's server has started and runs, but is not ready: its readiness report says why."""
     status = _server_status(pod)
-    return bool(status and status.get("started") and (status.get("state") or {}).get("running")
+    return bool(status and status.get("started") and "running" in (status.get("state") or {})
                 and not status.get("ready") and pod.get("status", {}).get("podIP"))
 
 
