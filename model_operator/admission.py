@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_operator.trust import TrustDecision
 from modeldeploy.contract.api import GROUP
 from modeldeploy.contract.reasons import SIGNATURE_MISSING, SOURCE_NOT_FOUND
 from modeldeploy.contract.spec import ModelDeploymentSpec, Parameters
@@ -27,8 +28,6 @@ from modeldeploy.contract.trust import SPEC_KEY_POLICY, PolicyTrust, TrustBundle
 from modeldeploy.params import signing, sources
 from modeldeploy.params.errors import ParametersError, TransportError, VerificationError
 from modeldeploy.params.trust import Trust
-
-from model_operator.trust import TrustDecision
 
 ADMISSION_ANNOTATION = f"{GROUP}/admission"
 MAX_SIGNATURE_BYTES = 1 << 20

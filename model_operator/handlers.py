@@ -40,8 +40,8 @@ from model_operator.status import (
 )
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
-from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from modeldeploy.contract.pod import HEALTH_READY, SERVER_PORT, ReadinessReport
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
 RESYNC_SECONDS = 300.0

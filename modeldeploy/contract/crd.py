@@ -1,4 +1,4 @@
-"""The CRDs (ModelDeployment, ModelTrustPolicy), generated from the contract's types (`make crds` writes `crds/modeldeployment.yaml`).
+"""The CRDs (ModelDeployment, ModelTrustPolicy), generated from the contract's types (`make crds` writes `crds/`).
 
     python -m modeldeploy.contract.crd --write crds  # write crds/modeldeployment.yaml and modeltrustpolicy.yaml
     python -m modeldeploy.contract.crd --check crds  # exit 1 if a file differs from what would be generated
@@ -139,7 +139,8 @@ def crd() -> Schema:
                     "Whether the current version's parameters passed signature verification."),
             _column("Signer", "string", ".status.verification.signer",
                     "Who signed the parameters: key fingerprint or certificate subject."),
-            _column("Status", "string", _condition_path(READY, "reason"), "Why the ModelDeployment is or is not ready."),
+            _column("Status", "string", _condition_path(READY, "reason"),
+                    "Why the ModelDeployment is or is not ready."),
             _column("Replicas", "integer", ".status.replicas", priority=1),
             _column("Endpoint", "string", ".status.endpoint", priority=1),
             _column("Age", "date", ".metadata.creationTimestamp"),

@@ -7,13 +7,16 @@ ModelDeployment's status), and classifies `model_signing`'s failures by
 exception type and by its own checks, never by message text. It does no
 network I/O and never loads a parameters file.
 
-What a verification vouches for (`verify_tree`): the bundle is a key-method
-OpenSSF Model Signing bundle whose DSSE signature verifies with the trusted
-EC public key; every regular file of the tree is listed in the signed
-manifest (nothing is ignored except `UNSIGNED` at the top level, whatever
-ignore paths the signature records) and none is missing; no symlink or
-special file exists. `VerifiedTree.read(name)` then returns a signed file's
-bytes only after hashing exactly those bytes against the signed digest, so
+What a verification vouches for (`verify_tree`): the bundle is a key- or
+certificate-method OpenSSF Model Signing bundle whose DSSE signature verifies,
+for every policy of the `Trust`, with one of its signers (an EC public key, or
+a certificate chaining to its roots within its subject and SAN constraints);
+every regular file of the tree is listed in the signed manifest (nothing is
+ignored except `UNSIGNED` at the top level, whatever ignore paths the
+signature records) and none is missing; no symlink or special file exists.
+`verify_signature` checks only the bundle (admission, before any file exists).
+`VerifiedTree.read(name)` then returns a signed file's bytes only after
+hashing exactly those bytes against the signed digest, so
 what a flavor loads is what was signed, even if the file changes later.
 
 Raises `modeldeploy.params.errors.VerificationError`.
@@ -35,10 +38,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import blake3
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from model_signing import hashing, signing, verifying
+from model_signing import hashing, signing
+from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore_pb
+from OpenSSL import crypto
 
 from modeldeploy.contract.reasons import (
     FILE_NOT_SIGNED,
@@ -51,14 +57,20 @@ from modeldeploy.contract.reasons import (
     SIGNATURE_MISSING,
     UNSAFE_FILE,
     UNSUPPORTED_SIGNATURE,
+    UNTRUSTED_SIGNER,
 )
-from modeldeploy.params.errors import TransportError, VerificationError
+from modeldeploy.contract.trust import SPEC_KEY_POLICY
+from modeldeploy.params.errors import VerificationError
+from modeldeploy.params.trust import PolicyVerifiers, Trust, key_fingerprint
+
+fingerprint = key_fingerprint  # `sha256:` + sha256 of the public key's PEM (model_signing's key hint)
 
 SIGNATURE = "model.sig"
 VERIFIED_MANIFEST = "verified-manifest.json"  # written by earlier fetch versions; never signed, never trusted
 FETCH_MARKER = ".modeldeploy-fetch.json"  # what fetch installed (see fetch.py); never signed, never trusted
 UNSIGNED = (SIGNATURE, VERIFIED_MANIFEST, FETCH_MARKER)
 MAX_SIGNATURE_BYTES = 16 << 20
+MAX_CHAIN = 10  # certificates in a bundle's chain
 SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 HASH_TYPES = ("sha256", "blake2", "blake3")
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -74,6 +86,10 @@ class VerifiedModel:
     key_fingerprint: str
     manifest_digest: str
     files: dict[str, str] = field(default_factory=dict)
+    signer: str = ""  # the key's fingerprint, or the signing certificate's subject (RFC 4514)
+    issuer: str | None = None  # the signing certificate's issuer
+    trusted_by: str = SPEC_KEY_POLICY  # which policies' signers admitted it
+    hash_algorithm: str = "sha256"  # e.g. sha256, blake3, "sha256 shards"
 
 
 def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
@@ -92,12 +108,6 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None
 def public_key_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     """SubjectPublicKeyInfo PEM of `key`."""
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
-    """`sha256:<hex>` of the DER SubjectPublicKeyInfo."""
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return f"sha256:{hashlib.sha256(der).hexdigest()}"
 
 
 def _key_kind(key: object) -> str:
@@ -159,6 +169,11 @@ def sign(
     private_key_path: str | Path,
     signature_path: str | Path | None = None,
     password: str | None = None,
+    *,
+    hash_algorithm: str = "sha256",
+    shard_size: int | None = None,
+    signing_certificate: str | Path | None = None,
+    certificate_chain: Iterable[str | Path] = (),
 ) -> Path:
     """Sign every file of `model_dir` except the `UNSIGNED` names and the signature itself.
 
@@ -166,35 +181,66 @@ def sign(
         model_dir: the parameters directory.
         private_key_path: PEM EC private key.
         signature_path: where to write the bundle; default `model_dir/model.sig`.
-        password: the private key's password, if it is encrypted.
+        password: the private key's password, if it is encrypted (key method only).
+        hash_algorithm: `sha256`, `blake2` or `blake3` (blake3 has no sharded form).
+        shard_size: hash files in shards of this many bytes; default whole files.
+        signing_certificate: sign with the certificate method: the key's certificate (PEM).
+        certificate_chain: intermediates to put in the bundle with it (PEM files).
 
     Returns:
         The path of the written signature bundle.
 
     Raises:
-        VerificationError: `PrivateKeyInvalid`, or `UnsafeFile` for a symlink or special file.
+        VerificationError: `PrivateKeyInvalid`, `UnsupportedSignature` (a hash choice
+            model_signing cannot make), or `UnsafeFile` for a symlink or special file.
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
+    if hash_algorithm not in HASH_TYPES or (shard_size is not None and hash_algorithm == "blake3"):
+        raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}"
+                                f"{' in shards' if shard_size else ''}; choose one of {', '.join(HASH_TYPES)} "
+                                "(blake3 only for whole files)")
+    if signing_certificate is not None and password:
+        raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
     load_private_key(private_key_path, password)
     ignored = _ignored(model_dir, signature)
     _tree_files(model_dir, ignored)  # refuse links and special files with a reason
-    hashing_config = hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=False)
-    signing.Config().use_elliptic_key_signer(
-        private_key=private_key_path,
-        password=password.encode() if password else None,  # type: ignore[arg-type]
-    ).set_hashing_config(hashing_config).sign(model_dir, signature)
+    hashing_config = hashing.Config()
+    if shard_size is None:
+        hashing_config.use_file_serialization(hashing_algorithm=hash_algorithm)  # type: ignore[arg-type]
+    else:
+        hashing_config.use_shard_serialization(hashing_algorithm=hash_algorithm,  # type: ignore[arg-type]
+                                               shard_size=shard_size)
+    hashing_config.set_ignored_paths(paths=ignored, ignore_git_paths=False)
+    config = signing.Config()
+    if signing_certificate is None:
+        config.use_elliptic_key_signer(
+            private_key=private_key_path,
+            password=password.encode() if password else None,  # type: ignore[arg-type]
+        )
+    else:
+        try:
+            config.use_certificate_signer(private_key=private_key_path, signing_certificate=signing_certificate,
+                                          certificate_chain=list(certificate_chain))
+        except ValueError as err:  # the certificate is not the key's
+            raise VerificationError(PRIVATE_KEY_INVALID, f"cannot sign with {signing_certificate}: {err}") from err
+    config.set_hashing_config(hashing_config).sign(model_dir, signature)
     return signature
 
 
 @dataclass(frozen=True)
 class _Statement:
-    """A bundle's in-toto statement and key hint (authentic only once the signature verified)."""
+    """A bundle's in-toto statement and signer material (authentic only once the signature verified)."""
 
     root_digest: str
     files: dict[str, str]
     serialization: dict[str, Any]
-    key_hint: str
+    key_hint: str  # key method: sha256 of the signer's public key PEM (may be absent)
+    chain: tuple[bytes, ...] = ()  # certificate method: DER certificates, the signing one first
+
+    @property
+    def hash_algorithm(self) -> str:
+        return f"{self.serialization['hash_type']}{' shards' if self.serialization['method'] == 'shards' else ''}"
 
     @property
     def names(self) -> set[str]:
@@ -241,73 +287,178 @@ class VerifiedTree:
 
 def verify(
     model_dir: str | Path,
-    public_key_path: str | Path,
+    trust: Trust | str | Path,
     signature_path: str | Path | None = None,
 ) -> VerifiedModel:
-    """Check the signature with the public key, then every file against the signed manifest.
+    """Check the signature against the trust, then every file against the signed manifest.
 
     See `verify_tree`; this returns only what was verified.
     """
-    return verify_tree(model_dir, public_key_path, signature_path).verified
+    return verify_tree(model_dir, trust, signature_path).verified
+
+
+def trust_of(trust: Trust | str | Path) -> Trust:
+    """`trust` itself, or the one-key trust of a PEM public key file.
+
+    Raises:
+        VerificationError: `PublicKeyInvalid` for an unreadable key file.
+    """
+    if isinstance(trust, Trust):
+        return trust
+    return Trust.from_public_key(load_public_key(trust), Path(trust).name)
 
 
 def verify_tree(
     model_dir: str | Path,
-    public_key_path: str | Path,
+    trust: Trust | str | Path,
     signature_path: str | Path | None = None,
 ) -> VerifiedTree:
-    """Verify `model_dir` against its signature made by the trusted key (see the module docstring).
+    """Verify `model_dir` against its signature made by a trusted signer (see the module docstring).
 
     Args:
         model_dir: the parameters directory.
-        public_key_path: PEM EC public key the signature must verify with.
+        trust: the trusted signers, or the path of the one PEM EC public key to trust.
         signature_path: the bundle; default `model_dir/model.sig`.
 
     Returns:
-        The verified tree: key fingerprint, manifest digest, signed digests, and `read()`.
+        The verified tree: who signed, the manifest digest, the signed digests, and `read()`.
 
     Raises:
         VerificationError: `SignatureMissing`, `SignatureMalformed`, `UnsupportedSignature`,
-            `SignatureInvalid`, `KeyMismatch`, `PublicKeyInvalid` or `FilesDiffer` (with the file names).
+            `SignatureInvalid`, `KeyMismatch`, `UntrustedSigner`, `PublicKeyInvalid`,
+            `TrustInvalid` or `FilesDiffer` (with the file names).
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
-    key = load_public_key(public_key_path)
-    data = _read_signature(signature)
-    statement = _parse_bundle(data, signature.name)
-    if statement.key_hint and statement.key_hint != hashlib.sha256(public_key_pem(key)).hexdigest():
-        raise VerificationError(
-            KEY_MISMATCH, f"the signature was made by another key than the trusted key {fingerprint(key)}"
-        )
+    trusted = trust_of(trust)
+    statement, verified = _authenticate(_read_signature(signature), trusted, signature.name)
     ignored = _ignored(model_dir, signature)
-    own_config = _hashing_config(statement.serialization, ignored)
     present = _tree_files(model_dir, ignored)
     if statement.serialization["method"] == "shards":  # an empty file has no shard to sign
         present = {name for name in present if (model_dir / name).stat().st_size}
-    if present != statement.names:  # extra (even if the signature ignores it) or missing
-        raise _files_differ(statement.files, _hash(model_dir, own_config), "signed manifest")
-    with tempfile.TemporaryDirectory(prefix="modeldeploy-verify-") as private:
-        # upstream reads the bundle itself: give it the very bytes parsed above
-        copy = Path(private, SIGNATURE)
-        copy.write_bytes(data)
-        config = verifying.Config().use_elliptic_key_verifier(public_key=public_key_path)
-        try:
-            config.set_hashing_config(own_config).verify(model_dir, copy)
-        except InvalidSignature as err:
-            raise VerificationError(
-                SIGNATURE_INVALID, f"the signature does not verify with the trusted key {fingerprint(key)}"
-            ) from err
-        except TransportError:  # fetch's deadline, raised from a signal handler
-            raise
-        except Exception as err:  # classified by our own checks below, not by upstream's wording
-            actual = _hash(model_dir, own_config)
-            if actual != statement.files:
-                raise _files_differ(statement.files, actual, "signed manifest") from err
-            raise VerificationError(
-                SIGNATURE_MALFORMED, f"the signature bundle was refused by model_signing ({type(err).__name__})"
-            ) from err
-    verified = VerifiedModel(fingerprint(key), f"sha256:{statement.root_digest}", statement.files)
+    actual = _hash(model_dir, _hashing_config(statement.serialization, ignored))
+    if present != statement.names or actual != statement.files:  # changed, extra (even if ignored) or missing
+        raise _files_differ(statement.files, actual, "signed manifest")
     return VerifiedTree(model_dir, verified, statement)
+
+
+def verify_signature(data: bytes, trust: Trust | str | Path, name: str = SIGNATURE) -> VerifiedModel:
+    """Verify only a signature bundle against the trust (no files: what admission can check).
+
+    Raises:
+        VerificationError: as `verify_tree`, except `FilesDiffer`.
+    """
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise VerificationError(SIGNATURE_MALFORMED, f"{name} is larger than {MAX_SIGNATURE_BYTES} bytes")
+    return _authenticate(data, trust_of(trust), name)[1]
+
+
+def _authenticate(data: bytes, trust: Trust, name: str) -> tuple[_Statement, VerifiedModel]:
+    """The bundle's statement once, for every policy, one of its signers verified the bundle."""
+    statement = _parse_bundle(data, name)
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-verify-") as private:
+        work = Path(private)
+        copy = work / SIGNATURE
+        copy.write_bytes(data)  # model_signing reads the bundle itself: give it the very bytes parsed above
+        try:
+            bundle = sign_sigstore_pb.Signature.read(copy)
+        except Exception as err:  # any parse failure of upstream's reader
+            raise VerificationError(
+                SIGNATURE_MALFORMED, f"{name} was refused by model_signing's reader ({type(err).__name__})"
+            ) from err
+        found = [_verified_by(policy, statement, bundle, work) for policy in trust.policies]
+    signer, issuer, key = found[0][1:]
+    verified = VerifiedModel(
+        key, f"sha256:{statement.root_digest}", statement.files, signer, issuer,
+        ", ".join(trusted for trusted, *_ in found), statement.hash_algorithm,
+    )
+    return statement, verified
+
+
+def _trusted_by(policy: PolicyVerifiers, signer: str) -> str:
+    return SPEC_KEY_POLICY if policy.policy == SPEC_KEY_POLICY else f"ModelTrustPolicy/{policy.policy} signer {signer}"
+
+
+def _verified_by(
+    policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
+) -> tuple[str, str, str | None, str]:
+    """(trusted_by, signer, issuer, key fingerprint) of the policy's signer that verifies the bundle.
+
+    Raises:
+        VerificationError: `UntrustedSigner` (`KeyMismatch` for the one spec key) naming who signed.
+    """
+    if statement.chain:
+        return _verified_by_certificate(policy, statement, bundle, work)
+    return _verified_by_key(policy, statement, bundle, work)
+
+
+def _verified_by_key(
+    policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
+) -> tuple[str, str, str | None, str]:
+    hint = f"sha256:{statement.key_hint}" if statement.key_hint else None
+    candidates = [key for key in policy.keys if hint is None or key.fingerprint == hint]
+    if not candidates:
+        trusted = ", ".join(f"{key.signer} {key.fingerprint}" for key in policy.keys) or "no key"
+        if policy.policy == SPEC_KEY_POLICY:
+            raise VerificationError(KEY_MISMATCH, f"the signature was made by key {hint}, not by the trusted key "
+                                    f"{trusted.split()[-1]}")
+        raise VerificationError(UNTRUSTED_SIGNER, f"the signature was made by key {hint}, which "
+                                f"{policy.describe()} does not trust (trusted: {trusted})")
+    for key in candidates:
+        if _verifies(sign_ec_key.Verifier, key.pem, bundle, work):
+            return _trusted_by(policy, key.signer), key.fingerprint, None, key.fingerprint
+    tried = ", ".join(key.fingerprint for key in candidates)
+    raise VerificationError(SIGNATURE_INVALID, f"the signature does not verify with the trusted key {tried}")
+
+
+def _verifies(verifier: Any, pem: bytes, bundle: Any, work: Path) -> bool:
+    """Whether model_signing's `verifier` class, built from `pem`, accepts the bundle."""
+    path = work / f"trusted-{hashlib.sha256(pem).hexdigest()[:16]}.pem"
+    path.write_bytes(pem)
+    try:
+        verifier([path]).verify(bundle) if verifier is sign_certificate.Verifier else verifier(path).verify(bundle)
+    except (InvalidSignature, ValueError, crypto.X509StoreContextError):
+        return False
+    return True
+
+
+def _names(certificate: x509.Certificate) -> set[str]:
+    """A certificate's email, URI and DNS subject alternative names."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(value) for kind in (x509.RFC822Name, x509.UniformResourceIdentifier, x509.DNSName)
+            for value in names.get_values_for_type(kind)}
+
+
+def _verified_by_certificate(
+    policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
+) -> tuple[str, str, str | None, str]:
+    try:
+        leaf = x509.load_der_x509_certificate(statement.chain[0])
+    except ValueError as err:
+        raise VerificationError(SIGNATURE_MALFORMED, f"the signing certificate is not DER ({err})") from err
+    subject, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+    leaf_key = leaf.public_key()
+    key = fingerprint(leaf_key) if isinstance(leaf_key, ec.EllipticCurvePublicKey) else "not an EC key"
+    who = f"the signature was made with certificate {subject} (issuer {issuer})"
+    if not policy.certificates:
+        raise VerificationError(UNTRUSTED_SIGNER, f"{who}, but {policy.describe()} trusts no certificate signer")
+    problems = []
+    for roots in policy.certificates:
+        if not _verifies(sign_certificate.Verifier, roots.pem, bundle, work):
+            problems.append(f"it does not chain to the roots of {roots.signer} ({'; '.join(roots.roots)}) "
+                            "or is not a signing certificate")
+        elif roots.subjects and subject not in roots.subjects:
+            allowed = ", ".join(roots.subjects)
+            problems.append(f"its subject {subject} is not one of {roots.signer}'s subjects ({allowed})")
+        elif roots.sans and not _names(leaf) & set(roots.sans):
+            problems.append(f"none of its names ({', '.join(sorted(_names(leaf))) or 'none'}) is one of "
+                            f"{roots.signer}'s ({', '.join(roots.sans)})")
+        else:
+            return _trusted_by(policy, roots.signer), subject, issuer, key
+    raise VerificationError(UNTRUSTED_SIGNER, f"{who}, which {policy.describe()} does not trust: {'; '.join(problems)}")
 
 
 def seal(model_dir: str | Path, private_key_path: str | Path, public_key_path: str | Path) -> VerifiedModel:
@@ -365,14 +516,19 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         if material is None:
             raise VerificationError(SIGNATURE_MALFORMED, f"{name} has no verificationMaterial")
         material = _object(material, f"{name}: verificationMaterial")
-        if "publicKey" not in material:
+        hint = ""
+        chain: tuple[bytes, ...] = ()
+        if "publicKey" in material:
+            hint = str(_object(material["publicKey"], f"{name}: publicKey").get("hint", ""))
+        elif "x509CertificateChain" in material:
+            chain = _chain(material["x509CertificateChain"], name)
+        else:
             kinds = sorted(k for k in material if k != "tlogEntries") or ["nothing"]
             raise VerificationError(
                 UNSUPPORTED_SIGNATURE,
-                f"{name} is signed with {', '.join(kinds)}, not a public key; only key-method signatures "
-                "(model_signing sign key / modeldeploy sign) are verified",
+                f"{name} is signed with {', '.join(kinds)}, not a public key or certificate chain; only the key "
+                "and certificate methods (model_signing sign key|certificate, modeldeploy sign) are verified",
             )
-        hint = str(_object(material["publicKey"], f"{name}: publicKey").get("hint", ""))
         if envelope is None:
             raise VerificationError(
                 UNSUPPORTED_SIGNATURE, f"{name} has no DSSE envelope (messageSignature bundles are not supported)"
@@ -414,7 +570,7 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         if int(shard_size) != shard_size:
             raise VerificationError(SIGNATURE_MALFORMED, f"{name}: shard_size must be a positive integer")
         serialization_args = {**serialization_args, "shard_size": int(shard_size)}
-    statement_ = _Statement(root, files, serialization_args, hint)
+    statement_ = _Statement(root, files, serialization_args, hint, chain)
     for signed in statement_.names:
         try:
             if _signed_name(signed) != signed:
@@ -422,6 +578,18 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
         except (ValueError, VerificationError) as err:
             raise VerificationError(SIGNATURE_MALFORMED, f"{name} names an unsafe path {signed!r}") from err
     return statement_
+
+
+def _chain(value: Any, name: str) -> tuple[bytes, ...]:
+    """The DER certificates of a bundle's x509CertificateChain (the signing certificate first)."""
+    certificates = _object(value, f"{name}: x509CertificateChain").get("certificates")
+    if not isinstance(certificates, list) or not certificates:
+        raise VerificationError(SIGNATURE_MALFORMED, f"{name}: the certificate chain is empty")
+    if len(certificates) > MAX_CHAIN:
+        raise VerificationError(SIGNATURE_MALFORMED, f"{name}: a chain of {len(certificates)} certificates "
+                                f"(at most {MAX_CHAIN})")
+    return tuple(base64.b64decode(str(_object(c, f"{name}: certificate")["rawBytes"]), validate=True)
+                 for c in certificates)
 
 
 def _hashing_config(serialization_args: dict[str, Any], ignored: Iterable[str]) -> hashing.Config:
