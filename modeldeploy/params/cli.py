@@ -14,9 +14,11 @@ import click
 
 from modeldeploy.contract.pod import TERMINATION_LOG
 from modeldeploy.contract.reasons import FETCH_FAILED
+from modeldeploy.contract.trust import SPEC_KEY_POLICY, PolicyTrust, TrustBundle, TrustedCertificate, TrustedSigner
 from modeldeploy.params import fetch as fetching
 from modeldeploy.params import signing, sources
 from modeldeploy.params.errors import ParametersError
+from modeldeploy.params.trust import Trust
 
 PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
 
@@ -55,30 +57,74 @@ def keygen(private_key: Path, public_key: Path, curve: str, password: str | None
 @click.option(
     "--password", envvar=PASSWORD_ENV, default=None, help=f"The private key's password (or set {PASSWORD_ENV})."
 )
-def sign(model_dir: Path, private_key: Path, signature: Path | None, password: str | None) -> None:
-    """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
+@click.option("--hash", "hash_algorithm", type=click.Choice(signing.HASH_TYPES), default="sha256", show_default=True,
+              help="How files are hashed (blake3 is fastest; it has no sharded form).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Hash files in shards of this many bytes (model_signing's shard serialization).")
+@click.option("--signing-certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Certificate method: the private key's certificate (PEM).")
+@click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="Certificate method: intermediate certificates to include (repeatable).")
+def sign(
+    model_dir: Path, private_key: Path, signature: Path | None, password: str | None, hash_algorithm: str,
+    shard_size: int | None, signing_certificate: Path | None, certificate_chain: tuple[Path, ...],
+) -> None:
+    """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle, key or certificate method)."""
     try:
-        written = signing.sign(model_dir, private_key, signature, password)
+        written = signing.sign(model_dir, private_key, signature, password, hash_algorithm=hash_algorithm,
+                               shard_size=shard_size, signing_certificate=signing_certificate,
+                               certificate_chain=certificate_chain)
     except (ParametersError, ValueError, TypeError, OSError) as err:
         raise click.ClickException(f"signing failed: {' '.join(str(err).split())}") from err
     click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
 
 
+_public_key_option = click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                                  help="The PEM EC public key the signature must verify with.")
+_trust_option = click.option("--trust", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                             help="A trust.json (TrustBundle): every policy's signers, as the operator renders it.")
+
+
+def _trust(public_key: Path | None, trust: Path | None, roots: Path | None = None,
+           subjects: tuple[str, ...] = (), sans: tuple[str, ...] = ()) -> Trust:
+    """The one trust the options name (exactly one of --public-key, --trust, --certificate-chain)."""
+    if sum(option is not None for option in (public_key, trust, roots)) != 1:
+        raise click.UsageError("give exactly one of --public-key, --trust or --certificate-chain")
+    if trust is not None:
+        return Trust.load(trust)
+    if public_key is not None:
+        return signing.trust_of(public_key)
+    assert roots is not None
+    try:
+        pem = roots.read_text()
+    except OSError as err:
+        raise click.UsageError(f"cannot read {roots}: {err.strerror}") from err
+    signer = TrustedSigner(name=roots.name, certificate=TrustedCertificate(roots_pem=pem, subjects=subjects, sans=sans))
+    return Trust.from_bundle(TrustBundle(policies=(PolicyTrust(policy=SPEC_KEY_POLICY, signers=(signer,)),)))
+
+
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_public_key_option
+@_trust_option
+@click.option("--certificate-chain", "roots", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Certificate method: the trusted root (and intermediate) certificates (PEM).")
+@click.option("--subject", "subjects", multiple=True, help="With --certificate-chain: an allowed signing subject.")
+@click.option("--san", "sans", multiple=True, help="With --certificate-chain: an allowed email/URI/DNS name.")
 @click.option(
     "--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig."
 )
-def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
-    """Exit 0 when MODEL_DIR matches its signature made with PUBLIC_KEY's private key."""
+def verify(model_dir: Path, public_key: Path | None, trust: Path | None, roots: Path | None,
+           subjects: tuple[str, ...], sans: tuple[str, ...], signature: Path | None) -> None:
+    """Exit 0 when MODEL_DIR matches its signature made by a trusted signer."""
     try:
-        verified = signing.verify(model_dir, public_key, signature)
+        verified = signing.verify(model_dir, _trust(public_key, trust, roots, subjects, sans), signature)
     except ParametersError as err:
         click.echo(f"verification failed: {err}", err=True)
         raise SystemExit(1) from err
-    files, key, digest = len(verified.files), verified.key_fingerprint, verified.manifest_digest
-    click.echo(f"verified {files} files with key {key} (manifest {digest})")
+    files, digest = len(verified.files), verified.manifest_digest
+    click.echo(f"verified {files} files signed by {verified.signer} ({verified.trusted_by}; {verified.hash_algorithm}; "
+               f"manifest {digest})")
 
 
 def _limit(flag: str, type_: click.ParamType[Any], setting: str, help_: str) -> Callable[[Any], Any]:
@@ -89,7 +135,8 @@ def _limit(flag: str, type_: click.ParamType[Any], setting: str, help_: str) -> 
 @click.command()
 @click.argument("source")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to create.")
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_public_key_option
+@_trust_option
 @click.option("--signature-uri", default=None, help="Default: model.sig inside SOURCE, or SOURCE.sig.")
 @click.option("--sha256", default=None, help="Pin the signed manifest's digest.")
 @click.option(
@@ -115,7 +162,8 @@ def _limit(flag: str, type_: click.ParamType[Any], setting: str, help_: str) -> 
 def fetch(
     source: str,
     dest: Path,
-    public_key: Path,
+    public_key: Path | None,
+    trust: Path | None,
     signature_uri: str | None,
     sha256: str | None,
     termination_log: Path | None,
@@ -128,14 +176,16 @@ def fetch(
     if termination_log is None and Path(TERMINATION_LOG).exists():
         termination_log = Path(TERMINATION_LOG)
     settings = sources.Settings(max_bytes=max_bytes, max_expansion=max_expansion, timeout=timeout, deadline=deadline)
+    if (public_key is None) == (trust is None):
+        raise click.UsageError("give exactly one of --public-key or --trust")
     result: signing.VerifiedModel | ParametersError
     try:
-        result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
+        result = fetching.fetch(source, dest, _trust(public_key, trust), signature_uri, sha256, settings)
     except ParametersError as err:
         result = err
     except Exception as err:  # fail closed on anything unforeseen, with a reason
         result = ParametersError(FETCH_FAILED, f"{type(err).__name__}: {err}")
-    record = fetching.termination_record(source, result, _fingerprint_or_none(public_key))
+    record = fetching.termination_record(source, result, _fingerprint_or_none(public_key) if public_key else None)
     if termination_log is not None:
         fetching.write_termination_log(termination_log, record)
     if isinstance(result, ParametersError):

@@ -90,6 +90,7 @@ class VerifiedModel:
     issuer: str | None = None  # the signing certificate's issuer
     trusted_by: str = SPEC_KEY_POLICY  # which policies' signers admitted it
     hash_algorithm: str = "sha256"  # e.g. sha256, blake3, "sha256 shards"
+    signed_policies: tuple[str, ...] = ()  # names in the signed policies.yaml (fetch fills them in)
 
 
 def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
