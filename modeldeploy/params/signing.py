@@ -201,8 +201,10 @@ def sign(
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}"
                                 f"{' in shards' if shard_size else ''}; choose one of {', '.join(HASH_TYPES)} "
                                 "(blake3 only for whole files)")
-    if signing_certificate is not None and password:
-        raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
+    chain = list(certificate_chain)
+    if signing_certificate is not None and (password or not chain):
+        raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key "
+                                "and the issuing certificates (certificate_chain / --certificate-chain)")
     load_private_key(private_key_path, password)
     ignored = _ignored(model_dir, signature)
     _tree_files(model_dir, ignored)  # refuse links and special files with a reason
@@ -222,7 +224,7 @@ def sign(
     else:
         try:
             config.use_certificate_signer(private_key=private_key_path, signing_certificate=signing_certificate,
-                                          certificate_chain=list(certificate_chain))
+                                          certificate_chain=chain)
         except ValueError as err:  # the certificate is not the key's
             raise VerificationError(PRIVATE_KEY_INVALID, f"cannot sign with {signing_certificate}: {err}") from err
     config.set_hashing_config(hashing_config).sign(model_dir, signature)
