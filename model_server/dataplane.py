@@ -30,6 +30,7 @@ from model_server.metrics import Metrics
 from model_server.model import ServedModel
 from model_server.modelcard import input_model, output_model, request_adapter, request_schema
 from modeldeploy.contract.validation import error_lines
+from modeldeploy.guardrails import EvaluationFailed, Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -192,14 +193,12 @@ class DataPlane:
         for index, (row, output) in enumerate(zip(rows, outputs, strict=True)):
             try:
                 applied = model.policies.apply(row, output, deadline)
-            except PolicyRejected as rejection:
-                self.metrics.policy_hits.labels(name, rejection.details["policy"], "reject").inc()
-                if len(rows) > 1:
-                    rejection.details["index"] = index
-                raise
-            except PolicyFailed as failure:
-                failure.details["index"] = index
-                raise
+            except Rejected as rejection:
+                self.metrics.policy_hits.labels(name, rejection.policy, "reject").inc()
+                at = {"index": index} if len(rows) > 1 else {}
+                raise PolicyRejected(str(rejection), policy=rejection.policy, **at) from rejection
+            except EvaluationFailed as failure:
+                raise PolicyFailed(str(failure), policy=failure.policy, index=index) from failure
             for hit in applied:
                 self.metrics.policy_hits.labels(name, hit.policy, hit.action).inc()
             results.append(Prediction(output, [hit.as_dict() for hit in applied]))

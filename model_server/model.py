@@ -19,9 +19,9 @@ from typing import Any
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
-from model_server.policies import PolicySet, compile_policies
 from modeldeploy.contract.reasons import FILES_DIFFER, PUBLIC_KEY_INVALID
 from modeldeploy.contract.spec import Policy
+from modeldeploy.guardrails import PolicySet, compile_policies
 from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 
@@ -81,7 +81,7 @@ class ServedModel:
         """
         began = time.perf_counter()
         try:
-            self.policies = compile_policies(self.raw_policies, self.card)
+            self.policies = compile_policies(self.raw_policies).bind(self.card)
             if self.public_key is None:
                 raise VerificationError(
                     PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"

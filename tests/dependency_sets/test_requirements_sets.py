@@ -14,6 +14,7 @@ from packaging.utils import canonicalize_name
 
 from modeldeploy.cli import COMMANDS
 from tests.dependency_sets.resolve import (
+    GUARDRAILS_LIBRARIES,
     KUBERNETES_LIBRARIES,
     ROOT,
     SERVING_LIBRARIES,
@@ -79,6 +80,12 @@ def test_server_set_includes_fetch() -> None:
     assert {"model-signing", "fastapi", "scikit-learn", "onnxruntime", "cel-python"} <= names(dependency_set("server"))
 
 
+@pytest.mark.parametrize("extra", ["server", "operator"])
+def test_server_and_operator_compile_policies_with_the_guardrails_set(extra: str) -> None:
+    assert set(dependency_set("guardrails")) <= set(dependency_set(extra))
+    assert names(dependency_set("guardrails")) - {"click", "pydantic", "pyyaml"} == GUARDRAILS_LIBRARIES
+
+
 def test_server_set_pulls_in_no_kubernetes_client() -> None:
     assert not names(dependency_set("server")) & KUBERNETES_LIBRARIES
     assert not _pulled_in("server") & KUBERNETES_LIBRARIES
@@ -86,8 +93,9 @@ def test_server_set_pulls_in_no_kubernetes_client() -> None:
 
 def test_operator_set_verifies_signatures_but_pulls_in_no_serving_library() -> None:
     direct = names(dependency_set("operator"))
-    assert {"click", "pydantic", "pyyaml", "kopf", "kubernetes"} <= direct
-    assert direct - {"kopf", "kubernetes"} == names(dependency_set("fetch"))  # admission: fetch and verify
+    assert {"click", "pydantic", "pyyaml", "kopf", "kubernetes", *GUARDRAILS_LIBRARIES} <= direct
+    # admission: fetch and verify the signature, compile the policies
+    assert direct - {"kopf", "kubernetes"} == names(dependency_set("fetch")) | set(GUARDRAILS_LIBRARIES)
     pulled = _pulled_in("operator")
     assert "model-signing" in pulled
     assert not pulled & (SERVING_LIBRARIES | {"httptools", "uvloop"}), pulled

@@ -17,7 +17,7 @@ from tests.dependency_sets.resolve import FIRST_PARTY, HARNESS_FILES, ROOT, depe
 
 pytestmark = pytest.mark.timeout(300)
 
-EXTRAS = {"fetch", "server", "operator", "loadtest", "dev"}
+EXTRAS = {"fetch", "guardrails", "server", "operator", "loadtest", "dev"}
 # Not the project's: state, caches and earlier builds a checkout may hold.
 _NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".schemathesis",

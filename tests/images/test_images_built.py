@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from devcluster import images
 from tests.dependency_sets.resolve import (
     FIRST_PARTY,
+    GUARDRAILS_LIBRARIES,
     HARNESS_FILES,
     KUBERNETES_LIBRARIES,
     SERVING_LIBRARIES,
@@ -145,14 +146,14 @@ def test_product_image_installs_exactly_its_set(contents: dict[str, Contents], r
 
 def test_server_image_has_no_kubernetes_client(contents: dict[str, Contents]) -> None:
     server = contents[images.SERVER_IMAGE]
-    assert {"fastapi", "scikit-learn", "onnxruntime", "model-signing"} <= set(server.requires)
+    assert {"fastapi", "scikit-learn", "onnxruntime", "model-signing", *GUARDRAILS_LIBRARIES} <= set(server.requires)
     assert not set(server.requires) & KUBERNETES_LIBRARIES
     assert not server.top_level & {"kopf", "kubernetes"}
 
 
 def test_operator_image_verifies_signatures_but_has_no_serving_library(contents: dict[str, Contents]) -> None:
     operator = contents[images.OPERATOR_IMAGE]
-    assert KUBERNETES_LIBRARIES | {"model-signing"} <= set(operator.requires)
+    assert KUBERNETES_LIBRARIES | GUARDRAILS_LIBRARIES | {"model-signing"} <= set(operator.requires)
     assert not set(operator.requires) & SERVING_LIBRARIES
     assert not operator.top_level & {"sklearn", "onnxruntime", "fastapi", "starlette", "uvicorn", "numpy", "scipy"}
 
@@ -189,7 +190,7 @@ def test_operator_cli_lists_only_the_operator(loaded: str) -> None:
 
 def test_operator_image_imports_the_operator(loaded: str) -> None:
     """What `modeldeploy operator` imports once it runs (its --help imports neither kopf nor the handlers)."""
-    code = "import kopf, model_operator.handlers, model_operator.kube; print('ok')"
+    code = "import kopf, model_operator.handlers, model_operator.kube, modeldeploy.guardrails; print('ok')"
     proc = _run(loaded, images.OPERATOR_IMAGE, "python", "-c", code)
     assert proc.stdout.strip() == "ok", proc.stderr
 

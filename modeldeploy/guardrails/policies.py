@@ -1,0 +1,298 @@
+"""Policies: CEL conditions over `input` and `prediction`, with reject/override/clamp.
+
+Two steps, so the operator can refuse what the server would: `compile_policies` checks a
+list of the contract's `Policy` and compiles every CEL expression (no model needed: what
+the admission webhook runs); `CompiledPolicies.bind` ties them to a model's outputs and
+dry-runs every expression on its example row, so a reference to an unknown field fails at
+startup, not on the first request. `PolicySet.apply` applies bound policies to one
+prediction. Pure: no HTTP, no model loading.
+
+Expressions are transpiled to Python (cel-python's `CompiledRunner`, several times faster
+than its tree-walking interpreter). Its programs share module state while they run, so
+policies are evaluated from one thread only: the dry run before the model is ready, then
+the server's policy thread (never the event loop), within a per-request deadline checked
+before every evaluation. A policy that cannot be evaluated on an input fails closed with
+`EvaluationFailed`, naming the policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import celpy
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+
+from modeldeploy.contract.spec import Policy
+from modeldeploy.guardrails.cel import COMPILING, compile_problem, describe, environment, to_python
+
+Row = dict[str, Any]
+
+
+class PolicyError(ValueError):
+    """The policy configuration is invalid; the message names the policy and the problem."""
+
+
+class PolicyViolation(Exception):
+    """A prediction the policies do not let through; `policy` names the deciding one (None: the time ran out)."""
+
+    def __init__(self, message: str, policy: str | None) -> None:
+        super().__init__(message)
+        self.policy = policy
+
+
+class Rejected(PolicyViolation):
+    """A `reject` policy matched."""
+
+
+class EvaluationFailed(PolicyViolation):
+    """A policy could not be evaluated on this input, or the deadline passed (fail closed)."""
+
+
+class OutputField(Protocol):
+    """One output of a model (the server's `FieldSpec` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...  # number, integer, string or boolean
+    @property
+    def enum(self) -> Sequence[Any] | None: ...
+
+
+class ModelIO(Protocol):
+    """What binding needs of a model (the server's `ModelCard` is one): its outputs and example rows."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def outputs(self) -> Sequence[OutputField]: ...
+    def example_input(self) -> Row: ...
+    def example_output(self) -> Row: ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one policy did to one prediction (reported in the response)."""
+
+    policy: str
+    action: str
+    field: str
+    original: Any
+    value: Any
+    message: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "action": self.action,
+            "field": self.field,
+            "original": self.original,
+            "value": self.value,
+            "message": self.message,
+        }
+
+
+_KINDS: dict[str, tuple[type, ...]] = {"number": (int, float), "integer": (int,), "string": (str,), "boolean": (bool,)}
+
+
+def _fits(output: OutputField, value: Any) -> bool:
+    """Whether `value` is a valid value of `output`."""
+    if isinstance(value, bool) and output.type != "boolean":
+        return False
+    if not isinstance(value, _KINDS[output.type]):
+        return False
+    return not output.enum or value in output.enum
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A policy with its CEL programs compiled, not yet tied to a model."""
+
+    spec: Policy
+    when: celpy.Runner
+    expression: celpy.Runner | None
+
+    @property
+    def programs(self) -> list[tuple[str, celpy.Runner]]:
+        """(key, program) of every expression the policy evaluates."""
+        return [("when", self.when)] + ([("expression", self.expression)] if self.expression else [])
+
+
+def _compile(env: celpy.Environment, name: str, key: str, source: str) -> celpy.Runner:
+    try:
+        return env.program(env.compile(source))
+    except Exception as err:  # celpy raises parse errors of several types
+        raise PolicyError(f"policy {name!r}: invalid CEL in {key!r} ({source!r}): {compile_problem(err)}") from err
+
+
+def compile_policies(policies: Sequence[Policy]) -> CompiledPolicies:
+    """Compile every policy's CEL (what the server and the operator's admission both run).
+
+    Raises:
+        PolicyError: two policies share a name, or an expression is not valid CEL (the
+            message names the policy, the key and the CEL problem).
+    """
+    compiled = []
+    seen: set[str] = set()
+    with COMPILING:
+        env = environment()
+        for index, spec in enumerate(policies):
+            if spec.name in seen:
+                raise PolicyError(f"policies[{index}]: duplicate policy name {spec.name!r}")
+            seen.add(spec.name)
+            when = _compile(env, spec.name, "when", spec.when)
+            expression = _compile(env, spec.name, "expression", spec.expression) if spec.expression else None
+            compiled.append(CompiledPolicy(spec, when, expression))
+    return CompiledPolicies(tuple(compiled))
+
+
+@dataclass(frozen=True)
+class CompiledPolicies:
+    """Compiled policies, in order."""
+
+    policies: tuple[CompiledPolicy, ...]
+
+    def bind(self, model: ModelIO) -> PolicySet:
+        """The policies applied to `model`'s predictions, dry-run on its example row.
+
+        Raises:
+            PolicyError: a policy targets no (or an unsuitable) output, an expression fails
+                on the example row, or a `when` is not a bool.
+        """
+        policies = PolicySet([BoundPolicy(policy, _target(policy.spec, model)) for policy in self.policies])
+        _dry_run(policies, model)
+        return policies
+
+
+def _target(spec: Policy, model: ModelIO) -> OutputField | None:
+    """The output an override or clamp changes (None for reject)."""
+    if spec.action == "reject":
+        return None
+    outputs = {f.name: f for f in model.outputs}
+    if spec.field is None and len(outputs) != 1:
+        raise PolicyError(f"policy {spec.name!r}: the model has several outputs; name one in 'field'")
+    if spec.field is not None and spec.field not in outputs:
+        raise PolicyError(f"policy {spec.name!r}: {spec.field!r} is not an output of {model.name!r}")
+    field = outputs[spec.field] if spec.field is not None else model.outputs[0]
+    if spec.action == "clamp" and field.type not in ("number", "integer"):
+        raise PolicyError(f"policy {spec.name!r}: clamp needs a numeric output, {field.name!r} is {field.type}")
+    if spec.action == "override" and "value" in spec.model_fields_set and not _fits(field, spec.value):
+        raise PolicyError(f"policy {spec.name!r}: value {spec.value!r} is not a valid {field.name!r}")
+    return field
+
+
+@dataclass(frozen=True)
+class BoundPolicy:
+    """A compiled policy and the output it changes."""
+
+    compiled: CompiledPolicy
+    field: OutputField | None
+
+    @property
+    def spec(self) -> Policy:
+        return self.compiled.spec
+
+    def matches(self, activation: dict[str, Any]) -> bool:
+        result = self.compiled.when.evaluate(activation)
+        if not isinstance(result, celtypes.BoolType):
+            raise EvaluationFailed(
+                f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool", self.spec.name
+            )
+        return bool(result)
+
+    def act(self, activation: dict[str, Any], prediction: Row) -> Applied:
+        """Apply the action to `prediction` in place and say what changed.
+
+        Raises:
+            Rejected: the action is `reject`.
+            EvaluationFailed: an override expression gives a value the output cannot hold.
+        """
+        spec = self.spec
+        if spec.action == "reject":
+            raise Rejected(spec.message or f"rejected by policy {spec.name!r}", spec.name)
+        assert self.field is not None
+        original = prediction[self.field.name]
+        if spec.action == "override":
+            expression = self.compiled.expression
+            value = to_python(expression.evaluate(activation)) if expression else spec.value
+            if not _fits(self.field, value):
+                raise EvaluationFailed(
+                    f"policy {spec.name!r}: override value {value!r} is not a valid {self.field.name!r}", spec.name
+                )
+        else:
+            value = original
+            if spec.min is not None and value < spec.min:
+                value = spec.min
+            if spec.max is not None and value > spec.max:
+                value = spec.max
+            if self.field.type == "integer":
+                value = int(value)
+        prediction[self.field.name] = value
+        return Applied(spec.name, spec.action, self.field.name, original, value, spec.message)
+
+
+class PolicySet:
+    """The bound policies of one model, applied in order."""
+
+    def __init__(self, policies: list[BoundPolicy]) -> None:
+        self.policies = policies
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.spec.name for p in self.policies]
+
+    def apply(self, row: Row, prediction: Row, deadline: float | None = None) -> list[Applied]:
+        """Run every policy over one prediction, in order; later ones see earlier changes.
+
+        Args:
+            row: the validated input.
+            prediction: the output row, changed in place by override and clamp.
+            deadline: a `time.monotonic()` by which evaluation must be done.
+
+        Raises:
+            Rejected: a `reject` policy matched.
+            EvaluationFailed: a policy could not be evaluated, or the deadline passed (fail closed).
+        """
+        if not self.policies:
+            return []
+        applied = []
+        name = self.policies[0].spec.name
+        try:
+            activation = {"input": json_to_cel(row), "prediction": json_to_cel(prediction)}
+            for policy in self.policies:
+                name = policy.spec.name
+                if deadline is not None and time.monotonic() > deadline:
+                    raise EvaluationFailed(
+                        f"policy {name!r} not evaluated: the policies ran out of policyTimeoutSeconds", name
+                    )
+                if policy.matches(activation):
+                    applied.append(policy.act(activation, prediction))
+                    activation["prediction"] = json_to_cel(prediction)
+        except CELEvalError as err:
+            raise EvaluationFailed(f"policy {name!r} failed: {describe(err)}", name) from err
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as err:  # a value CEL cannot hold
+            raise EvaluationFailed(f"policy {name!r} failed: {type(err).__name__}: {err}", name) from err
+        return applied
+
+
+def _dry_run(policies: PolicySet, model: ModelIO) -> None:
+    """Evaluate every expression once on the example row, so unknown names fail now."""
+    activation = {"input": json_to_cel(model.example_input()), "prediction": json_to_cel(model.example_output())}
+    for policy in policies.policies:
+        for key, program in policy.compiled.programs:
+            try:
+                result = program.evaluate(activation)
+            except CELEvalError as err:
+                raise PolicyError(
+                    f"policy {policy.spec.name!r}: {key!r} fails on the example input: {describe(err)}"
+                ) from err
+            if key == "when" and not isinstance(result, celtypes.BoolType):
+                raise PolicyError(f"policy {policy.spec.name!r}: 'when' must be a bool, got {type(result).__name__}")
