@@ -97,7 +97,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, bucket: Bucket) -> Artif
     _sign_archive(guarded, out, "guarded", keys=current)
     retrained = train(work / "retrained")
     (retrained / "NOTES").write_text("another tree, another manifest digest\n")
-    signing.sign(retrained, current.private, out / "swap.sig")
+    _sign_archive(retrained, out, "swap", keys=current)  # validly signed by a trusted key, but not what was admitted
     prefix = f"trust-{uuid.uuid4().hex[:8]}"
     s3 = bucket.client()
     for path in sorted(out.iterdir()):
@@ -243,9 +243,11 @@ def test_the_admitted_digest_is_pinned_and_a_swapped_signature_is_refused_by_the
     assert stored["spec"]["parameters"]["sha256"] == digest.removeprefix("sha256:")
     wait_for(lambda: _serving(api, enforced, "pinned"), "the pinned model to serve", timeout=180)
     s3 = bucket.client()
-    key = f"{artifacts.prefix}/iris.tar.gz.sig"
-    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": f"{artifacts.prefix}/swap.sig"})
+    names = {f"{artifacts.prefix}/iris.tar.gz": f"{artifacts.prefix}/swap.tar.gz",
+             f"{artifacts.prefix}/iris.tar.gz.sig": f"{artifacts.prefix}/swap.tar.gz.sig"}
+    originals = {key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in names}
+    for key, replacement in names.items():  # another version, signed by a trusted key, swapped in
+        s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": replacement})
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "modeldeploy.io", "v1alpha1", enforced, "modeldeployments", "pinned", {"spec": {"replicas": 2}},
@@ -256,7 +258,8 @@ def test_the_admitted_digest_is_pinned_and_a_swapped_signature_is_refused_by_the
         assert refused
         assert len(ready_endpoints(api, enforced, "pinned")) == 1  # the admitted pod keeps serving
     finally:
-        s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+        for key, data in originals.items():
+            s3.put_object(Bucket=BUCKET, Key=key, Body=data)
 
 
 def test_signed_guardrails_apply_first_and_the_spec_cannot_remove_them(
