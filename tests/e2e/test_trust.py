@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,13 @@ def _policy(name: str, mode: str, selector_value: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def policies(devcluster: Cluster, operator: str, artifacts: Artifacts, api: client.ApiClient) -> dict[str, str]:
+def policies(devcluster: Cluster, operator: str, artifacts: Artifacts) -> Iterator[dict[str, str]]:
     """An enforcing and a warning ModelTrustPolicy, their keys in a Secret and roots in a ConfigMap."""
+    with devcluster.api_client() as api:
+        yield from _policies(devcluster, artifacts, api)
+
+
+def _policies(devcluster: Cluster, artifacts: Artifacts, api: client.ApiClient) -> Iterator[dict[str, str]]:
     core = client.CoreV1Api(api)
     run = artifacts.prefix
     names = {"enforce": f"{run}-enforce", "warn": f"{run}-warn"}
