@@ -464,7 +464,8 @@ def _accepted_certificate(policy: PolicyVerifiers, leaf: x509.Certificate, bundl
                                     "does not verify with its key (altered after signing?)")
         names = _names(leaf)
         if roots.subjects and subject not in roots.subjects:
-            problems.append(f"its subject {subject} is not one of {roots.signer}'s ({', '.join(roots.subjects)})")
+            allowed = ", ".join(roots.subjects)
+            problems.append(f"its subject {subject} is not one of {roots.signer}'s subjects ({allowed})")
         elif roots.sans and not names & set(roots.sans):
             problems.append(f"none of its names ({', '.join(sorted(names)) or 'none'}) is one of "
                             f"{roots.signer}'s ({', '.join(roots.sans)})")
