@@ -135,7 +135,7 @@ def test_certificates_must_chain_to_the_roots_and_match_the_subject(
     assert admitted.refusal is None and admitted.evidence is not None
     assert (admitted.evidence.signer, admitted.evidence.issuer) == ("CN=release", "CN=models-ca")
     refused = review(spec, None, None, decision, lambda: None, serves(_signature(work, certificate=pkis["intern"])), NOW)
-    assert refused.refusal is not None and "its subject CN=intern is not one of pki's (CN=release)" in (
+    assert refused.refusal is not None and "its subject CN=intern is not one of pki's subjects (CN=release)" in (
         refused.refusal)
 
 
