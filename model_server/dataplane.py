@@ -114,7 +114,7 @@ class DataPlane:
         return self.model
 
     def metadata(self, name: str) -> dict[str, Any]:
-        """Card, input/output JSON Schema, an example input and the policy names."""
+        """Card, input/output JSON Schema, an example input and the policies (name, source, action)."""
         model = self.get_model(name)
         card = model.card
         return {
@@ -125,7 +125,7 @@ class DataPlane:
             "inputSchema": request_schema(self.input_row, self.max_batch_size),
             "outputSchema": self.output_row.model_json_schema(),
             "example": card.example_input(),
-            "policies": model.policies.names,
+            "policies": model.policies.describe(),
             "status": model.status(),
         }
 
@@ -194,13 +194,15 @@ class DataPlane:
             try:
                 applied = model.policies.apply(row, output, deadline)
             except Rejected as rejection:
-                self.metrics.policy_hits.labels(name, rejection.policy, "reject").inc()
+                self.metrics.policy_hits.labels(name, rejection.policy, rejection.source, "reject").inc()
                 at = {"index": index} if len(rows) > 1 else {}
-                raise PolicyRejected(str(rejection), policy=rejection.policy, **at) from rejection
+                raise PolicyRejected(str(rejection), policy=rejection.policy, source=rejection.source,
+                                     **at) from rejection
             except EvaluationFailed as failure:
-                raise PolicyFailed(str(failure), policy=failure.policy, index=index) from failure
+                raise PolicyFailed(str(failure), policy=failure.policy, source=failure.source,
+                                   index=index) from failure
             for hit in applied:
-                self.metrics.policy_hits.labels(name, hit.policy, hit.action).inc()
+                self.metrics.policy_hits.labels(name, hit.policy, hit.source, hit.action).inc()
             results.append(Prediction(output, [hit.as_dict() for hit in applied]))
         return results
 

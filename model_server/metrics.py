@@ -1,7 +1,7 @@
 """Prometheus metrics of one server, in a registry of its own (so apps in tests don't collide).
 
 Request counts and latency per model, endpoint and status; model load time and readiness;
-policy hits per policy and action; requests in flight.
+policy hits per policy, source (signed or spec) and action; requests in flight.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class Metrics:
         )
         self.policy_hits = Counter(
             "modeldeploy_policy_hits",
-            "Predictions a policy acted on, by policy and action.",
-            ["model", "policy", "action"],
+            "Predictions a policy acted on, by policy, its source (signed or spec) and action.",
+            ["model", "policy", "source", "action"],
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}

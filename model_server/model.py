@@ -1,9 +1,10 @@
 """The served model's lifecycle: load in the background, then ready; draining on shutdown.
 
 Owns the state the probes report (`started`, `healthy`, `ready`, `draining`) and the
-load sequence: compile policies, verify `model.sig` with the trusted public key (the
-whole tree, as fetch did), check that the verified model.yaml is the card the server
-started with, and load the flavor from verified bytes only (`VerifiedTree.read`).
+load sequence: compile the spec's policies, verify `model.sig` with the trust (the whole
+tree, as fetch did), check that the verified model.yaml is the card the server started
+with, compile the signed guardrails (`policies.yaml`, if the tree has one) and put them
+before the spec's, and load the flavor from verified bytes only (`VerifiedTree.read`).
 No HTTP here.
 """
 
@@ -19,11 +20,19 @@ from typing import Any
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
-from modeldeploy.contract.reasons import FILES_DIFFER, PUBLIC_KEY_INVALID
+from modeldeploy.contract.pod import SIGNED_POLICIES, SignedPolicies
+from modeldeploy.contract.reasons import (
+    FILES_DIFFER,
+    LOAD_FAILED,
+    POLICY_CONFLICT,
+    PUBLIC_KEY_INVALID,
+    SIGNED_POLICIES_INVALID,
+    SPEC_INVALID,
+)
 from modeldeploy.contract.spec import Policy
-from modeldeploy.guardrails import PolicySet, compile_policies
+from modeldeploy.guardrails import SIGNED, Guardrails, PolicyConflict, PolicyError, PolicySet, compile_policies
 from modeldeploy.params import signing
-from modeldeploy.params.errors import VerificationError
+from modeldeploy.params.errors import ParametersError, VerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,17 @@ class State(enum.Enum):
     LOADING = "Loading"
     READY = "Ready"
     FAILED = "Failed"
+
+
+def failure_reason(err: Exception) -> str:
+    """The contract reason code of a failed load."""
+    if isinstance(err, ParametersError):
+        return err.reason
+    if isinstance(err, PolicyConflict):
+        return POLICY_CONFLICT
+    if isinstance(err, PolicyError):
+        return SPEC_INVALID
+    return LOAD_FAILED
 
 
 class ServedModel:
@@ -46,10 +66,11 @@ class ServedModel:
         self.raw_policies = policies
         self.state = State.LOADING
         self.error: str | None = None
+        self.reason: str | None = None
         self.draining = False
         self.load_seconds: float | None = None
         self.predictor: Predictor | None = None
-        self.policies = PolicySet([])
+        self.policies = Guardrails(PolicySet([]), PolicySet([]))
 
     @property
     def name(self) -> str:
@@ -77,11 +98,11 @@ class ServedModel:
     def load(self) -> None:
         """Compile policies, verify the signature and files, load the flavor; record the outcome.
 
-        Never raises: a failure leaves the model FAILED with `error` saying why.
+        Never raises: a failure leaves the model FAILED with `error` and `reason` saying why.
         """
         began = time.perf_counter()
         try:
-            self.policies = compile_policies(self.raw_policies).bind(self.card)
+            spec = compile_policies(self.raw_policies).bind(self.card)
             if self.public_key is None:
                 raise VerificationError(
                     PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"
@@ -99,15 +120,32 @@ class ServedModel:
                 raise VerificationError(
                     FILES_DIFFER, f"{MODEL_CARD} changed after the server read it", [MODEL_CARD]
                 )
+            self.policies = Guardrails(self._signed_policies(tree), spec)
+            logger.info("policies compiled", extra={"model": self.name, "policies": self.policies.describe()})
             self.predictor = load_flavor(self.card, tree)
         except Exception as err:  # any failure of user code or files must leave us FAILED, not dead
             self.error = f"{type(err).__name__}: {err}"
+            self.reason = failure_reason(err)
             self.state = State.FAILED
-            logger.error("model load failed", extra={"model": self.name, "error": self.error})
+            logger.error("model load failed", extra={"model": self.name, "reason": self.reason, "error": self.error})
         else:
             self.state = State.READY
             logger.info("model loaded", extra={"model": self.name, "flavor": self.card.flavor})
         self.load_seconds = time.perf_counter() - began
+
+    def _signed_policies(self, tree: signing.VerifiedTree) -> PolicySet:
+        """The guardrails signed with the parameters (none if the tree has no policies.yaml).
+
+        Raises:
+            VerificationError: `SignedPoliciesInvalid`: not a policy list, or a policy this model cannot apply.
+        """
+        if SIGNED_POLICIES not in tree.names:
+            return PolicySet([])
+        try:
+            return compile_policies(SignedPolicies.parse(tree.read(SIGNED_POLICIES)), SIGNED).bind(self.card)
+        except ValueError as err:  # SignedPolicies.parse's and the compiler's (PolicyError)
+            raise VerificationError(SIGNED_POLICIES_INVALID, f"the signed {SIGNED_POLICIES}: {err}",
+                                    [SIGNED_POLICIES]) from err
 
     def status(self) -> dict[str, Any]:
         """What the probes and `/api/models` report."""
@@ -119,4 +157,5 @@ class ServedModel:
             "ready": self.ready,
             "draining": self.draining,
             "error": self.error,
+            "reason": self.reason,
         }

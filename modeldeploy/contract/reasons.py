@@ -58,3 +58,7 @@ ROLLOUT_COMPLETE: Final = "RolloutComplete"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 NO_PODS: Final = "NoPods"
 PENDING: Final = "Pending"
+
+# The server's: why it cannot serve after it started (its load failed), besides a verification reason,
+# POLICY_CONFLICT and SPEC_INVALID (a spec policy the server cannot apply to this model).
+LOAD_FAILED: Final = "LoadFailed"  # the flavor could not load the verified parameters

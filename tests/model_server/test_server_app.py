@@ -265,6 +265,7 @@ async def test_reject_policy_is_a_422_naming_the_policy(pricing_dir: Callable[..
             "messages": [REJECT["message"]],
             "error": REJECT["message"],
             "policy": "no-smoker-over-60",
+            "source": "spec",
         }
         batch = await client.post(
             "/api/models/pricing/prediction", json=[PRICING_ROW, {"age": 61, "smoker": True, "cost": 10.0}]
@@ -273,7 +274,8 @@ async def test_reject_policy_is_a_422_naming_the_policy(pricing_dir: Callable[..
         ok = await client.post("/api/models/pricing/prediction", json=PRICING_ROW)
         assert ok.status_code == 200
         text = (await client.get("/metrics")).text
-        assert 'modeldeploy_policy_hits_total{action="reject",model="pricing",policy="no-smoker-over-60"} 2.0' in text
+        assert ('modeldeploy_policy_hits_total{action="reject",model="pricing",policy="no-smoker-over-60",'
+                'source="spec"} 2.0') in text
 
 
 async def test_clamp_policy_bounds_and_says_so(pricing_dir: Callable[..., Path]) -> None:
@@ -284,6 +286,7 @@ async def test_clamp_policy_bounds_and_says_so(pricing_dir: Callable[..., Path])
         assert body["policies"] == [
             {
                 "policy": "no-negative-price",
+                "source": "spec",
                 "action": "clamp",
                 "field": "price",
                 "original": -195.0,
@@ -334,7 +337,8 @@ async def test_policies_combine_reject_first_then_override_then_clamp(pricing_di
             ("cost-floor", "override"),
             ("no-negative-price", "clamp"),
         ):
-            assert f'modeldeploy_policy_hits_total{{action="{action}",model="pricing",policy="{policy}"}} 1.0' in text
+            assert (f'modeldeploy_policy_hits_total{{action="{action}",model="pricing",policy="{policy}",'
+                    'source="spec"} 1.0') in text
 
 
 async def test_openapi_documents_the_input_schema(iris_dir: Path) -> None:
