@@ -63,29 +63,31 @@ class DataPlane:
         self.output_row = output_model(model.card)
         self.body_adapter = request_adapter(self.input_row, max_batch_size)
         self.rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[self.input_row])  # type: ignore[name-defined]
-        self.batcher: MicroBatcher | None = None
+        self.batcher = MicroBatcher(self._predict_loaded, max_rows=max_batch_size)
         self.load_task: asyncio.Task[None] | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the batcher and load the model in the background (probes answer meanwhile)."""
         self.metrics.model_ready.labels(self.model.name).set(0)
+        self.batcher.start()  # before loading: a model that is loaded can predict at once
         self.load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
         await asyncio.to_thread(self.model.load)
         if self.model.load_seconds is not None:
             self.metrics.load_seconds.labels(self.model.name).set(self.model.load_seconds)
-        if self.model.predictor is not None:
-            self.batcher = MicroBatcher(self.model.predictor.predict, max_rows=self.max_batch_size)
-            self.batcher.start()
         self.metrics.model_ready.labels(self.model.name).set(1 if self.model.ready else 0)
+
+    def _predict_loaded(self, rows: list[Row]) -> list[Row]:
+        """In the batcher's thread: the loaded model's predictions (`predict` checks it is loaded)."""
+        assert self.model.predictor is not None
+        return self.model.predictor.predict(rows)
 
     async def stop(self) -> None:
         if self.load_task is not None:
             await asyncio.gather(self.load_task, return_exceptions=True)
-        if self.batcher is not None:
-            await self.batcher.stop()
+        await self.batcher.stop()
         self.policy_executor.shutdown(wait=False, cancel_futures=True)
 
     def drain(self) -> None:
@@ -163,7 +165,7 @@ class DataPlane:
             ModelNotReady, PolicyRejected, PredictionFailed.
         """
         name = model.name
-        if not model.loaded or self.batcher is None:
+        if not model.loaded:
             raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()})")
         try:
             outputs = await self.batcher.submit(rows)
