@@ -14,7 +14,6 @@ import click
 
 from modeldeploy.contract.pod import TERMINATION_LOG
 from modeldeploy.contract.reasons import FETCH_FAILED
-from modeldeploy.contract.trust import SPEC_KEY_POLICY, PolicyTrust, TrustBundle, TrustedCertificate, TrustedSigner
 from modeldeploy.params import fetch as fetching
 from modeldeploy.params import signing, sources
 from modeldeploy.params.errors import ParametersError
@@ -90,17 +89,14 @@ def _trust(public_key: Path | None, trust: Path | None, roots: Path | None = Non
     """The one trust the options name (exactly one of --public-key, --trust, --certificate-chain)."""
     if sum(option is not None for option in (public_key, trust, roots)) != 1:
         raise click.UsageError("give exactly one of --public-key, --trust or --certificate-chain")
+    if (subjects or sans) and roots is None:
+        raise click.UsageError("--subject and --san constrain --certificate-chain; give it too")
     if trust is not None:
         return Trust.load(trust)
     if public_key is not None:
-        return signing.trust_of(public_key)
-    assert roots is not None
-    try:
-        pem = roots.read_text()
-    except OSError as err:
-        raise click.UsageError(f"cannot read {roots}: {err.strerror}") from err
-    signer = TrustedSigner(name=roots.name, certificate=TrustedCertificate(roots_pem=pem, subjects=subjects, sans=sans))
-    return Trust.from_bundle(TrustBundle(policies=(PolicyTrust(policy=SPEC_KEY_POLICY, signers=(signer,)),)))
+        return Trust.from_public_key(public_key)
+    assert roots is not None  # exactly one of the three
+    return Trust.from_roots(roots, subjects, sans)
 
 
 @click.command()
