@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 MAX_REPORTED_FILES = 20
 MAX_NAME = 200
 MAX_MESSAGE = 1000
+MIN_TEXT = 40  # a text field is never clipped shorter
+_SHRINKABLE_LISTS = ("failed_files", "signed_policies")
+_SHRINKABLE_TEXTS = ("message", "source", "trusted_by", "signer", "issuer")
 
 
 def staging_prefix(dest: Path) -> str:
@@ -59,7 +62,7 @@ def fetch(
     sha256: str | None = None,
     settings: sources.Settings | None = None,
 ) -> VerifiedModel:
-    """Download SOURCE, verify it with `public_key`, and install it atomically at `dest`.
+    """Download SOURCE, verify it against `trust`, and install it atomically at `dest`.
 
     Args:
         source: a path, `file://`, `http(s)://` or `s3://` URI of a directory or archive.
@@ -157,18 +160,24 @@ def termination_record(
 
 
 def _bounded(record: TerminationRecord) -> TerminationRecord:
-    """`record` shrunk until its line fits in MAX_RECORD_BYTES (the reason always survives)."""
+    """`record` shrunk until its line fits in MAX_RECORD_BYTES (`verified` and `reason` always survive).
+
+    Each round halves the field that takes the most room: a list loses its second half, a
+    text is clipped to half (not below MIN_TEXT characters).
+    """
     while len(record.line()) > MAX_RECORD_BYTES:
-        message, source = record.message, record.source or ""
-        if record.failed_files:
-            record = record.model_copy(update={"failed_files": record.failed_files[: len(record.failed_files) // 2]})
-        elif len(message) > 100 or len(source) > 100:
-            record = record.model_copy(update={
-                "message": _clip(message, max(100, len(message) // 2)),
-                "source": _clip(source, max(100, len(source) // 2)),
-            })
-        else:
+        sizes = {
+            name: len(json.dumps(value, ensure_ascii=True))
+            for name in (*_SHRINKABLE_LISTS, *_SHRINKABLE_TEXTS)
+            if (value := getattr(record, name)) and (name in _SHRINKABLE_LISTS or len(value) > MIN_TEXT)
+        }
+        if not sizes:
             break
+        largest = max(sizes, key=sizes.__getitem__)
+        value = getattr(record, largest)
+        half = len(value) // 2
+        shrunk = value[:half] if largest in _SHRINKABLE_LISTS else _clip(value, max(MIN_TEXT, half))
+        record = record.model_copy(update={largest: shrunk})
     return record
 
 

@@ -160,10 +160,13 @@ def sign(
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
-    if hash_algorithm not in HASH_TYPES or (shard_size is not None and hash_algorithm == "blake3"):
-        raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}"
-                                f"{' in shards' if shard_size else ''}; choose one of {', '.join(HASH_TYPES)} "
-                                "(blake3 only for whole files)")
+    if hash_algorithm not in HASH_TYPES:
+        raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}; choose one of "
+                                f"{', '.join(HASH_TYPES)}")
+    if shard_size is not None and hash_algorithm == "blake3":
+        raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing has no sharded blake3 (blake3 already hashes "
+                                "a whole file in parallel): sign blake3 without a shard size, or shards with "
+                                "sha256 or blake2")
     if signing_certificate is not None and password:
         raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
     load_private_key(private_key_path, password)
