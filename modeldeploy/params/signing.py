@@ -73,7 +73,8 @@ FETCH_MARKER = ".modeldeploy-fetch.json"  # what fetch installed (see fetch.py);
 UNSIGNED = (SIGNATURE, VERIFIED_MANIFEST, FETCH_MARKER)
 MAX_SIGNATURE_BYTES = 16 << 20
 MAX_CHAIN = 10  # certificates in a bundle's chain
-HASH_TYPES = ("sha256", "blake2", "blake3")
+HASH_TYPES = ("sha256", "blake2", "blake3")  # model_signing's hashing_algorithm choices
+RECORDED_HASH_TYPES = {"sha256": "sha256", "blake2b": "blake2", "blake3": "blake3"}  # as bundles name them
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 
@@ -149,7 +150,7 @@ def sign(
         hash_algorithm: `sha256`, `blake2` or `blake3` (blake3 has no sharded form).
         shard_size: hash files in shards of this many bytes; default whole files.
         signing_certificate: sign with the certificate method: the key's certificate (PEM).
-        certificate_chain: intermediates to put in the bundle with it (PEM files).
+        certificate_chain: the CA certificates to put in the bundle with it (PEM files; at least one).
 
     Returns:
         The path of the written signature bundle.
@@ -167,8 +168,12 @@ def sign(
         raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing has no sharded blake3 (blake3 already hashes "
                                 "a whole file in parallel): sign blake3 without a shard size, or shards with "
                                 "sha256 or blake2")
+    chain = list(certificate_chain)
     if signing_certificate is not None and password:
         raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
+    if signing_certificate is not None and not chain:
+        raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing's certificate method needs a certificate "
+                                "chain: give the issuing CA certificates (e.g. the root) as the chain")
     load_private_key(private_key_path, password)
     ignored = _ignored(model_dir, signature)
     _tree_files(model_dir, ignored)  # refuse links and special files with a reason
@@ -188,7 +193,7 @@ def sign(
     else:
         try:
             config.use_certificate_signer(private_key=private_key_path, signing_certificate=signing_certificate,
-                                          certificate_chain=list(certificate_chain))
+                                          certificate_chain=chain)
         except ValueError as err:  # the certificate is not the key's
             raise VerificationError(PRIVATE_KEY_INVALID, f"cannot sign with {signing_certificate}: {err}") from err
     config.set_hashing_config(hashing_config).sign(model_dir, signature)
@@ -201,7 +206,7 @@ class _Statement:
 
     root_digest: str
     files: dict[str, str]
-    serialization: dict[str, Any]
+    serialization: dict[str, Any]  # method, hash_type (one of HASH_TYPES), shard_size
     key_hint: str  # key method: sha256 of the signer's public key PEM (may be absent)
     chain: tuple[x509.Certificate, ...] = ()  # certificate method: the signing certificate first
 
@@ -303,7 +308,7 @@ def verify_tree(
         present = {name for name in present if (model_dir / name).stat().st_size}
     actual = _hash(model_dir, _hashing_config(statement.serialization, ignored))
     if present != statement.names or actual != statement.files:  # changed, extra (even if ignored) or missing
-        raise _files_differ(statement.files, actual, "signed manifest")
+        raise _files_differ(statement, actual, present)
     return VerifiedTree(model_dir, verified, statement)
 
 
@@ -569,8 +574,10 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
     method, hash_type = serialization_args.get("method"), serialization_args.get("hash_type")
     if method not in ("files", "shards"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported serialization method {method!r}")
-    if hash_type not in HASH_TYPES or (method == "shards" and hash_type == "blake3"):
+    algorithm = RECORDED_HASH_TYPES.get(str(hash_type))
+    if algorithm is None or (method == "shards" and algorithm == "blake3"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported hash type {hash_type!r}")
+    serialization_args = {**serialization_args, "hash_type": algorithm}
     if method == "shards":  # a JSON number: upstream writes 100000.0
         shard_size = serialization_args.get("shard_size")
         if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or shard_size < 1:
@@ -712,15 +719,26 @@ def _hash(model_dir: Path, config: hashing.Config) -> dict[str, str]:
     return {rd.identifier: rd.digest.digest_hex for rd in manifest.resource_descriptors()}
 
 
-def _files_differ(expected: dict[str, str], actual: dict[str, str], against: str) -> VerificationError:
-    """One `FilesDiffer` error naming changed, extra and missing files."""
-    changed = sorted(name for name in expected.keys() & actual.keys() if expected[name] != actual[name])
-    extra = sorted(actual.keys() - expected.keys())
-    missing = sorted(expected.keys() - actual.keys())
+def _by_file(digests: dict[str, str], sharded: bool) -> dict[str, dict[str, str]]:
+    """Manifest entries grouped by the file they belong to (a shard `name:start:end` to `name`)."""
+    grouped: dict[str, dict[str, str]] = {}
+    for identifier, digest in digests.items():
+        grouped.setdefault(identifier.rsplit(":", 2)[0] if sharded else identifier, {})[identifier] = digest
+    return grouped
+
+
+def _files_differ(statement: _Statement, actual: dict[str, str], present: set[str]) -> VerificationError:
+    """One `FilesDiffer` error naming the changed, extra and missing files (files, never shards)."""
+    sharded = statement.serialization["method"] == "shards"
+    expected = _by_file(statement.files, sharded)
+    found: dict[str, dict[str, str]] = {name: {} for name in present} | _by_file(actual, sharded)
+    changed = sorted(name for name in expected.keys() & found.keys() if expected[name] != found[name])
+    extra = sorted(found.keys() - expected.keys())
+    missing = sorted(expected.keys() - found.keys())
     parts = [
         f"{label} {', '.join(names)}"
         for label, names in (("changed", changed), ("extra", extra), ("missing", missing))
         if names
     ]
-    message = f"files do not match the {against}: {'; '.join(parts)}"
+    message = f"files do not match the signed manifest: {'; '.join(parts)}"
     return VerificationError(FILES_DIFFER, message, [*changed, *extra, *missing])

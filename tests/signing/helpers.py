@@ -35,8 +35,13 @@ RECORD_KEYS = {
 
 
 def run_fetch(source: str | Path, dest: Path, public_key: Path, *extra: str | Path) -> tuple[Result, dict[str, Any]]:
+    return fetch_with(source, dest, "--public-key", public_key, *extra)
+
+
+def fetch_with(source: str | Path, dest: Path, *args: str | Path) -> tuple[Result, dict[str, Any]]:
+    """`modeldeploy fetch SOURCE --dest DEST ARGS`, and the one record line it wrote."""
     log = dest.parent / "termination-log"
-    result = cli("fetch", source, "--dest", dest, "--public-key", public_key, "--termination-log", log, *extra)
+    result = cli("fetch", source, "--dest", dest, "--termination-log", log, *args)
     lines = log.read_text().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])

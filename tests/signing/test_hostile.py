@@ -163,7 +163,7 @@ def test_4_failed_refetch_removes_only_fetchs_files(model: Path, dest: Path, key
 def test_4_a_user_file_inside_an_earlier_fetch_is_kept(model: Path, dest: Path, keys: Keys, other_keys: Keys) -> None:
     assert run_fetch(model, dest, keys.public)[0].exit_code == 0
     (dest / "notes.txt").write_text("mine")
-    result, record = run_fetch(model, dest, other_keys.public)
+    _, record = run_fetch(model, dest, other_keys.public)
     assert record["reason"] == "DestinationInvalid" and "notes.txt" in record["message"]
     assert (dest / "notes.txt").read_text() == "mine"
 
