@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,12 @@ from modeldeploy.cli import main
 from modeldeploy.params import signing
 
 ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
+
+
+def upstream(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the upstream `model_signing ARGS` command line."""
+    return subprocess.run([UPSTREAM, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def cli(*args: str | Path) -> Result:

@@ -16,6 +16,7 @@ from pathlib import Path
 from devcluster import pki
 from devcluster.iris import Keys
 from modeldeploy.contract.trust import PolicyTrust, TrustBundle, TrustedCertificate, TrustedSigner
+from modeldeploy.params import signing
 
 RELEASE_EMAIL = "release@example.com"
 INTERN_EMAIL = "intern@example.com"
@@ -52,6 +53,11 @@ def create_signing_pki(directory: Path) -> SigningPki:
         rogue=rogue,
         impostor=pki.create_signing_cert(rogue, directory / "impostor", "release", RELEASE_EMAIL),
     )
+
+
+def sign_with(model: Path, leaf: pki.KeyPair, *chain: pki.KeyPair) -> Path:
+    """Sign `model` with the certificate method: `leaf`'s key and certificate, `chain` in the bundle."""
+    return signing.sign(model, leaf.key, signing_certificate=leaf.cert, certificate_chain=[c.cert for c in chain])
 
 
 def key_signer(name: str, keys: Keys) -> TrustedSigner:

@@ -3,15 +3,20 @@ policies, and refusals that name who signed and whom the policy trusts."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devcluster import pki
 from devcluster.iris import Keys
 from modeldeploy.contract.reasons import TRUST_INVALID, UNTRUSTED_SIGNER
 from modeldeploy.contract.trust import TrustedSigner
@@ -19,16 +24,11 @@ from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.trust import Trust
 
-from .helpers import assert_refused, cli, fetch_with, flip_byte
-from .pki import INTERN_EMAIL, RELEASE_EMAIL, SigningPki, bundle, key_signer, roots_signer, write_trust
+from .helpers import assert_refused, cli, fetch_with, flip_byte, upstream
+from .pki import INTERN_EMAIL, RELEASE_EMAIL, SigningPki, bundle, key_signer, roots_signer, sign_with, write_trust
 
 GUARDRAILS = {"policies": [{"name": "no-negative", "when": "prediction < 0", "action": "reject"},
                            {"name": "cap", "action": "clamp", "max": 2}]}
-
-
-def sign_with(model: Path, leaf: pki.KeyPair, *chain: pki.KeyPair) -> Path:
-    """Sign `model` with the certificate method: `leaf`'s key and certificate, `chain` in the bundle."""
-    return signing.sign(model, leaf.key, signing_certificate=leaf.cert, certificate_chain=[c.cert for c in chain])
 
 
 def refusal(model: Path, trust: Trust) -> VerificationError:
@@ -102,7 +102,7 @@ def test_certificate_through_an_intermediate_verifies_against_the_root(
     verified = signing.verify(model, trust)
     assert (verified.signer, verified.issuer) == ("CN=release", "CN=modeldeploy-test-intermediate")
     assert verified.trusted_by == "ModelTrustPolicy/prod signer release-pki"
-    leaf_key = pki.x509.load_pem_x509_certificate(certs.release.cert.read_bytes()).public_key()
+    leaf_key = x509.load_pem_x509_certificate(certs.release.cert.read_bytes()).public_key()
     assert verified.key_fingerprint == signing.fingerprint(leaf_key)  # type: ignore[arg-type]
 
 
@@ -315,3 +315,107 @@ def test_fetch_takes_exactly_one_of_public_key_or_trust(model: Path, dest: Path,
     both = cli("fetch", model, "--dest", dest, "--public-key", keys.public, "--trust", trust)
     neither = cli("fetch", model, "--dest", dest)
     assert both.exit_code == neither.exit_code == 2 and not dest.exists()
+
+
+# --- interoperability with the upstream model_signing CLI and API -------------------------------
+
+
+def test_upstream_certificate_signature_verifies_with_ours(model: Path, certs: SigningPki) -> None:
+    done = upstream("sign", "certificate", model, "--signature", model / "model.sig", "--private_key",
+                    certs.release.key, "--signing_certificate", certs.release.cert,
+                    "--certificate_chain", certs.intermediate.cert)
+    assert done.returncode == 0, done.stderr
+    trust = Trust.from_bundle(bundle(prod=(roots_signer("release-pki", certs.root, sans=(RELEASE_EMAIL,)),)))
+    assert signing.verify(model, trust).signer == "CN=release"
+    flip_byte(model / "model.joblib")
+    assert refusal(model, trust).files == ["model.joblib"]
+
+
+def test_our_certificate_signature_verifies_with_upstream(model: Path, certs: SigningPki) -> None:
+    sign_with(model, certs.release, certs.intermediate)
+    verify = ("verify", "certificate", model, "--signature", model / "model.sig", "--certificate_chain")
+    done = upstream(*verify, certs.root.cert)
+    assert done.returncode == 0, done.stderr
+    assert upstream(*verify, certs.rogue.cert).returncode != 0
+
+
+def test_our_blake3_signature_verifies_with_upstreams_verifier(model: Path, keys: Keys) -> None:
+    from model_signing import verifying
+
+    assert cli("sign", model, "--private-key", keys.private, "--hash", "blake3").exit_code == 0
+    verifier = verifying.Config().use_elliptic_key_verifier(public_key=keys.public)
+    verifier.verify(model, model / "model.sig")  # no hashing config: upstream reads it from the signature
+    flip_byte(model / "model.joblib")
+    with pytest.raises(ValueError, match="model.joblib"):
+        verifier.verify(model, model / "model.sig")
+
+
+def test_upstream_cli_verifies_only_sha256_so_it_refuses_any_blake3_signature(model: Path, keys: Keys) -> None:
+    """model_signing 1.1.1's `verify key` always hashes with sha256 (it has no hash option): a blake3
+    signature, ours or upstream's, cannot verify with it. When this fails, upstream has fixed that."""
+    assert cli("sign", model, "--private-key", keys.private, "--hash", "blake3").exit_code == 0
+    done = upstream("verify", "key", model, "--signature", model / "model.sig", "--public_key", keys.public)
+    assert done.returncode == 1 and "algorithm='sha256'" in done.stderr
+
+
+def test_upstream_api_blake3_signature_verifies_with_ours(model: Path, keys: Keys) -> None:
+    from model_signing import hashing
+    from model_signing import signing as upstream_signing
+
+    hashing_config = hashing.Config().use_file_serialization(hashing_algorithm="blake3")
+    config = upstream_signing.Config().use_elliptic_key_signer(private_key=keys.private)
+    (model / "model.sig").unlink()  # the API hashes whatever is in the tree
+    config.set_hashing_config(hashing_config).sign(model, model / "model.sig")
+    verified = signing.verify(model, keys.public)
+    assert (verified.hash_algorithm, verified.signer) == ("blake3", keys.fingerprint)
+
+
+# --- hostile certificate bundles: a clear refusal, nothing installed ---------------------------
+
+
+def _garbage_intermediate(chain: list[dict[str, str]], certs: SigningPki) -> None:
+    chain[1]["rawBytes"] = base64.b64encode(b"not a certificate").decode()
+
+
+def _huge_chain(chain: list[dict[str, str]], certs: SigningPki) -> None:
+    chain.extend([chain[1]] * 40)
+
+
+def _rsa_leaf(chain: list[dict[str, str]], certs: SigningPki) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "rsa")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    chain[0]["rawBytes"] = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def _leaf_from_rogue(chain: list[dict[str, str]], certs: SigningPki) -> None:
+    impostor = x509.load_pem_x509_certificate(certs.impostor.cert.read_bytes())
+    chain[0]["rawBytes"] = base64.b64encode(impostor.public_bytes(serialization.Encoding.DER)).decode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason", "says"),
+    [
+        (_garbage_intermediate, "SignatureMalformed", "certificate 1 of the chain is not a DER X.509 certificate"),
+        (_huge_chain, "SignatureMalformed", "a chain of 42 certificates (at most 10)"),
+        (_rsa_leaf, "UnsupportedSignature", "the signing certificate CN=rsa (issuer CN=rsa) is an RSA key"),
+        (_leaf_from_rogue, UNTRUSTED_SIGNER, "does not chain to the roots of release-pki"),
+    ],
+    ids=["garbage-intermediate", "huge-chain", "rsa-leaf", "leaf-swapped-for-an-untrusted-one"],
+)
+def test_hostile_certificate_chains_are_refused_and_nothing_is_installed(
+    model: Path, dest: Path, certs: SigningPki, tmp_path: Path,
+    edit: Callable[[list[dict[str, str]], SigningPki], None], reason: str, says: str,
+) -> None:
+    sign_with(model, certs.release, certs.intermediate)
+    document = json.loads(signature_of(model))
+    edit(document["verificationMaterial"]["x509CertificateChain"]["certificates"], certs)
+    (model / signing.SIGNATURE).write_text(json.dumps(document))
+    trust = write_trust(tmp_path / "trust.json", bundle(prod=(roots_signer("release-pki", certs.root),)))
+    err = refusal(model, Trust.load(trust))
+    assert err.reason == reason and says in str(err), str(err)
+    result, record = fetch_with(model, dest, "--trust", trust)
+    assert_refused(result, record, dest, reason)
