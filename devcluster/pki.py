@@ -81,24 +81,36 @@ def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
+CA_USAGE = x509.KeyUsage(
+    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+    key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False, decipher_only=False,
+)
+
+
+def _ca_cert(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePublicKey,
+             issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    return (
+        _builder(subject, issuer, key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(CA_USAGE, critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
 def create_ca(directory: Path, common_name: str = "modeldeploy-devcluster-ca", stem: str = "ca") -> KeyPair:
     """A self-signed CA (``<stem>.crt``/``.key``) that signs serving and client certificates."""
     key = _new_key()
     name = _name(common_name)
-    cert = (
-        _builder(name, name, key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    cert = _ca_cert(name, name, key.public_key(), key)
     return _write(KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key"), cert, key)
+
+
+def create_intermediate_ca(ca: KeyPair, directory: Path, common_name: str) -> KeyPair:
+    """A CA (``<common_name>.crt``/``.key``) issued by ``ca``, to sign leaves below it."""
+    ca_cert, ca_key = _load(ca)
+    key = _new_key()
+    cert = _ca_cert(_name(common_name), ca_cert.subject, key.public_key(), ca_key)
+    return _write(KeyPair(directory / f"{common_name}.crt", directory / f"{common_name}.key"), cert, key)
 
 
 def _issue(ca: KeyPair, out: KeyPair, subject: x509.Name, usage: ExtendedKeyUsageOID,

@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
     "keygen": Command("modeldeploy.params.cli:keygen", "model_signing"),
     "sign": Command("modeldeploy.params.cli:sign", "model_signing"),
     "verify": Command("modeldeploy.params.cli:verify", "model_signing"),
-    "fetch": Command("modeldeploy.params.cli:fetch", "model_signing"),
+    "fetch": Command("modeldeploy.params.fetch_cli:fetch", "model_signing"),
     "serve": Command("model_server.serve:serve", "fastapi"),
     "operator": Command("model_operator.cli:operator", "kopf"),
     "loadtest": Command("modeldeploy.loadtest.cli:loadtest", "httptools"),

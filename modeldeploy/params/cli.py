@@ -1,22 +1,19 @@
-"""`modeldeploy keygen | sign | verify | fetch`: thin click commands over `signing` and `fetch`.
+"""`modeldeploy keygen | sign | verify`: thin click commands over `signing` (`fetch` is in `fetch_cli`).
 
-Each command turns a `ParametersError` into one line on stderr and exit code 1.
+Each command turns a `ParametersError` into one line on stderr and exit code 1. Nothing
+here imports the download code, so verifying starts as fast as model_signing's own CLI.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from modeldeploy.contract.pod import TERMINATION_LOG
-from modeldeploy.contract.reasons import FETCH_FAILED
-from modeldeploy.params import fetch as fetching
-from modeldeploy.params import signing, sources
+from modeldeploy.params import signing
 from modeldeploy.params.errors import ParametersError
+from modeldeploy.params.trust import Trust
 
 PASSWORD_ENV = "MODELDEPLOY_KEY_PASSWORD"
 
@@ -55,97 +52,68 @@ def keygen(private_key: Path, public_key: Path, curve: str, password: str | None
 @click.option(
     "--password", envvar=PASSWORD_ENV, default=None, help=f"The private key's password (or set {PASSWORD_ENV})."
 )
-def sign(model_dir: Path, private_key: Path, signature: Path | None, password: str | None) -> None:
-    """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle)."""
+@click.option("--hash", "hash_algorithm", type=click.Choice(signing.HASH_TYPES), default="sha256", show_default=True,
+              help="How files are hashed (blake3 is fastest; it has no sharded form).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Hash files in shards of this many bytes (model_signing's shard serialization).")
+@click.option("--signing-certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Certificate method: the private key's certificate (PEM).")
+@click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="Certificate method: intermediate certificates to include (repeatable).")
+def sign(
+    model_dir: Path, private_key: Path, signature: Path | None, password: str | None, hash_algorithm: str,
+    shard_size: int | None, signing_certificate: Path | None, certificate_chain: tuple[Path, ...],
+) -> None:
+    """Sign every file of MODEL_DIR (OpenSSF Model Signing bundle, key or certificate method)."""
     try:
-        written = signing.sign(model_dir, private_key, signature, password)
+        written = signing.sign(model_dir, private_key, signature, password, hash_algorithm=hash_algorithm,
+                               shard_size=shard_size, signing_certificate=signing_certificate,
+                               certificate_chain=certificate_chain)
     except (ParametersError, ValueError, TypeError, OSError) as err:
         raise click.ClickException(f"signing failed: {' '.join(str(err).split())}") from err
     click.echo(f"signed {model_dir} -> {written} (manifest {signing.signed_digest(written)})")
 
 
+public_key_option = click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                                  help="The PEM EC public key the signature must verify with.")
+trust_option = click.option("--trust", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                             help="A trust.json (TrustBundle): every policy's signers, as the operator renders it.")
+
+
+def trust_of_options(public_key: Path | None, trust: Path | None, roots: Path | None = None,
+           subjects: tuple[str, ...] = (), sans: tuple[str, ...] = ()) -> Trust:
+    """The one trust the options name (exactly one of --public-key, --trust, --certificate-chain)."""
+    if sum(option is not None for option in (public_key, trust, roots)) != 1:
+        raise click.UsageError("give exactly one of --public-key, --trust or --certificate-chain")
+    if (subjects or sans) and roots is None:
+        raise click.UsageError("--subject and --san constrain --certificate-chain; give it too")
+    if trust is not None:
+        return Trust.load(trust)
+    if public_key is not None:
+        return Trust.from_public_key(public_key)
+    assert roots is not None  # exactly one of the three
+    return Trust.from_roots(roots, subjects, sans)
+
+
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@public_key_option
+@trust_option
+@click.option("--certificate-chain", "roots", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Certificate method: the trusted root (and intermediate) certificates (PEM).")
+@click.option("--subject", "subjects", multiple=True, help="With --certificate-chain: an allowed signing subject.")
+@click.option("--san", "sans", multiple=True, help="With --certificate-chain: an allowed email/URI/DNS name.")
 @click.option(
     "--signature", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: MODEL_DIR/model.sig."
 )
-def verify(model_dir: Path, public_key: Path, signature: Path | None) -> None:
-    """Exit 0 when MODEL_DIR matches its signature made with PUBLIC_KEY's private key."""
+def verify(model_dir: Path, public_key: Path | None, trust: Path | None, roots: Path | None,
+           subjects: tuple[str, ...], sans: tuple[str, ...], signature: Path | None) -> None:
+    """Exit 0 when MODEL_DIR matches its signature made by a trusted signer."""
     try:
-        verified = signing.verify(model_dir, public_key, signature)
+        verified = signing.verify(model_dir, trust_of_options(public_key, trust, roots, subjects, sans), signature)
     except ParametersError as err:
         click.echo(f"verification failed: {err}", err=True)
         raise SystemExit(1) from err
-    files, key, digest = len(verified.files), verified.key_fingerprint, verified.manifest_digest
-    click.echo(f"verified {files} files with key {key} (manifest {digest})")
-
-
-def _limit(flag: str, type_: click.ParamType[Any], setting: str, help_: str) -> Callable[[Any], Any]:
-    """A `fetch` option whose default is the `sources.Settings` field of the same meaning."""
-    return click.option(flag, type=type_, default=getattr(sources.Settings, setting), show_default=True, help=help_)
-
-
-@click.command()
-@click.argument("source")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to create.")
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--signature-uri", default=None, help="Default: model.sig inside SOURCE, or SOURCE.sig.")
-@click.option("--sha256", default=None, help="Pin the signed manifest's digest.")
-@click.option(
-    "--termination-log",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Default: /dev/termination-log when it exists.",
-)
-@_limit("--max-bytes", click.IntRange(min=1), "max_bytes", "Refuse downloads and unpacked trees larger than this.")
-@_limit("--timeout", click.FloatRange(min=0.1), "timeout", "Network timeout in seconds (per connection or read).")
-@_limit(
-    "--deadline",
-    click.FloatRange(min=1),
-    "deadline",
-    "Give up (DeadlineExceeded) when download, unpacking and verification take longer, in seconds.",
-)
-@_limit(
-    "--max-expansion",
-    click.FloatRange(min=1),
-    "max_expansion",
-    "Refuse archives that unpack to more than this many times their size.",
-)
-def fetch(
-    source: str,
-    dest: Path,
-    public_key: Path,
-    signature_uri: str | None,
-    sha256: str | None,
-    termination_log: Path | None,
-    max_bytes: int,
-    timeout: float,
-    deadline: float,
-    max_expansion: float,
-) -> None:
-    """Download SOURCE, verify it, and only then move it to DEST (fail closed)."""
-    if termination_log is None and Path(TERMINATION_LOG).exists():
-        termination_log = Path(TERMINATION_LOG)
-    settings = sources.Settings(max_bytes=max_bytes, max_expansion=max_expansion, timeout=timeout, deadline=deadline)
-    result: signing.VerifiedModel | ParametersError
-    try:
-        result = fetching.fetch(source, dest, public_key, signature_uri, sha256, settings)
-    except ParametersError as err:
-        result = err
-    except Exception as err:  # fail closed on anything unforeseen, with a reason
-        result = ParametersError(FETCH_FAILED, f"{type(err).__name__}: {err}")
-    record = fetching.termination_record(source, result, _fingerprint_or_none(public_key))
-    if termination_log is not None:
-        fetching.write_termination_log(termination_log, record)
-    if isinstance(result, ParametersError):
-        click.echo(f"fetch refused {record.source}: {' '.join(str(result).split())}", err=True)
-        raise SystemExit(1)
-    click.echo(f"installed {dest}: {record.message} (manifest {record.manifest_digest})")
-
-
-def _fingerprint_or_none(public_key: Path) -> str | None:
-    try:
-        return signing.fingerprint(signing.load_public_key(public_key))
-    except ParametersError:
-        return None
+    files, digest = len(verified.files), verified.manifest_digest
+    click.echo(f"verified {files} files signed by {verified.signer} ({verified.trusted_by}; {verified.hash_algorithm}; "
+               f"manifest {digest})")

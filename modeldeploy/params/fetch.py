@@ -12,6 +12,7 @@ under Kubernetes' 4 KiB, reason first) the operator reads from the termination m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,24 +24,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.contract.pod import MAX_RECORD_BYTES, TerminationRecord
+from modeldeploy.contract.pod import MAX_RECORD_BYTES, SIGNED_POLICIES, SignedPolicies, TerminationRecord
 from modeldeploy.contract.reasons import (
     DEADLINE_EXCEEDED,
     DESTINATION_INVALID,
     DIGEST_MISMATCH,
     SIGNATURE_MISSING,
     SIGNATURE_VALID,
+    SIGNED_POLICIES_INVALID,
     SOURCE_NOT_FOUND,
 )
 from modeldeploy.params import archive, signing, sources
 from modeldeploy.params.errors import ParametersError, TransportError, VerificationError
 from modeldeploy.params.signing import FETCH_MARKER, SIGNATURE, VerifiedModel
+from modeldeploy.params.trust import Trust
 
 logger = logging.getLogger(__name__)
 
 MAX_REPORTED_FILES = 20
 MAX_NAME = 200
 MAX_MESSAGE = 1000
+MIN_TEXT = 40  # a text field is never clipped shorter
+_SHRINKABLE_LISTS = ("failed_files", "signed_policies")
+_SHRINKABLE_TEXTS = ("message", "source", "trusted_by", "signer", "issuer")
 
 
 def staging_prefix(dest: Path) -> str:
@@ -51,17 +57,17 @@ def staging_prefix(dest: Path) -> str:
 def fetch(
     source: str,
     dest: str | Path,
-    public_key: str | Path,
+    trust: Trust | str | Path,
     signature_uri: str | None = None,
     sha256: str | None = None,
     settings: sources.Settings | None = None,
 ) -> VerifiedModel:
-    """Download SOURCE, verify it with `public_key`, and install it atomically at `dest`.
+    """Download SOURCE, verify it against `trust`, and install it atomically at `dest`.
 
     Args:
         source: a path, `file://`, `http(s)://` or `s3://` URI of a directory or archive.
         dest: the directory to create; its parent must exist.
-        public_key: PEM EC public key the signature must verify with.
+        trust: the trusted signers (`--trust`), or the PEM EC public key the signature must verify with.
         signature_uri: where the signature is; default `model.sig` inside SOURCE
             (for an archive: inside the unpacked tree, else `SOURCE.sig`).
         sha256: pin the signed manifest's root digest (hex, `sha256:` optional).
@@ -76,7 +82,7 @@ def fetch(
     dest = Path(dest)
     settings = settings or sources.Settings()
     _check_destination(dest)
-    signing.load_public_key(public_key)
+    trusted = signing.trust_of(trust)
     _remove_stale_staging(dest)
     work = Path(tempfile.mkdtemp(prefix=staging_prefix(dest), dir=dest.parent))
     try:
@@ -84,7 +90,7 @@ def fetch(
             budget = sources.Budget(settings.max_bytes, deadline=sources.deadline_after(settings.deadline))
             tree = _download_tree(source, work, budget, settings)
             signature = _signature(source, signature_uri, tree, work, budget, settings)
-            verified = signing.verify(tree, public_key, signature)
+            verified = _with_signed_policies(signing.verify_tree(tree, trusted, signature))
             _check_pin(verified, sha256)
             if signature != tree / SIGNATURE:
                 os.replace(signature, tree / SIGNATURE)
@@ -130,9 +136,15 @@ def termination_record(
         record = TerminationRecord(
             verified=True,
             reason=SIGNATURE_VALID,
-            message=f"{len(result.files)} files verified with key {result.key_fingerprint}",
+            message=f"{len(result.files)} files verified, signed by {_clip(result.signer, MAX_NAME)} "
+            f"({_clip(result.trusted_by, MAX_NAME)})",
             key_fingerprint=result.key_fingerprint,
             manifest_digest=result.manifest_digest,
+            signer=_clip(result.signer, MAX_NAME),
+            issuer=_clip(result.issuer, MAX_NAME) if result.issuer else None,
+            trusted_by=_clip(result.trusted_by, MAX_MESSAGE),
+            hash_algorithm=result.hash_algorithm,
+            signed_policies=tuple(_clip(name, MAX_NAME) for name in result.signed_policies[:MAX_REPORTED_FILES]),
             source=_clip(sources.redact(source), MAX_MESSAGE),
         )
     else:
@@ -148,18 +160,24 @@ def termination_record(
 
 
 def _bounded(record: TerminationRecord) -> TerminationRecord:
-    """`record` shrunk until its line fits in MAX_RECORD_BYTES (the reason always survives)."""
+    """`record` shrunk until its line fits in MAX_RECORD_BYTES (`verified` and `reason` always survive).
+
+    Each round halves the field that takes the most room: a list loses its second half, a
+    text is clipped to half (not below MIN_TEXT characters).
+    """
     while len(record.line()) > MAX_RECORD_BYTES:
-        message, source = record.message, record.source or ""
-        if record.failed_files:
-            record = record.model_copy(update={"failed_files": record.failed_files[: len(record.failed_files) // 2]})
-        elif len(message) > 100 or len(source) > 100:
-            record = record.model_copy(update={
-                "message": _clip(message, max(100, len(message) // 2)),
-                "source": _clip(source, max(100, len(source) // 2)),
-            })
-        else:
+        sizes = {
+            name: len(json.dumps(value, ensure_ascii=True))
+            for name in (*_SHRINKABLE_LISTS, *_SHRINKABLE_TEXTS)
+            if (value := getattr(record, name)) and (name in _SHRINKABLE_LISTS or len(value) > MIN_TEXT)
+        }
+        if not sizes:
             break
+        largest = max(sizes, key=sizes.__getitem__)
+        value = getattr(record, largest)
+        half = len(value) // 2
+        shrunk = value[:half] if largest in _SHRINKABLE_LISTS else _clip(value, max(MIN_TEXT, half))
+        record = record.model_copy(update={largest: shrunk})
     return record
 
 
@@ -226,6 +244,21 @@ def _signature(
             raise
         where = sources.redact(uri) if signature_uri else f"{SIGNATURE} inside the source or {sources.redact(uri)}"
         raise VerificationError(SIGNATURE_MISSING, f"no signature: {where} not found") from err
+
+
+def _with_signed_policies(tree: signing.VerifiedTree) -> VerifiedModel:
+    """What was verified, with the names of the signed guardrails (`policies.yaml`) if the tree has them.
+
+    Raises:
+        VerificationError: `SignedPoliciesInvalid` when the signed `policies.yaml` is not a policy list.
+    """
+    if SIGNED_POLICIES not in tree.names:
+        return tree.verified
+    try:
+        policies = SignedPolicies.parse(tree.read(SIGNED_POLICIES))
+    except ValueError as err:
+        raise VerificationError(SIGNED_POLICIES_INVALID, str(err)) from None
+    return dataclasses.replace(tree.verified, signed_policies=tuple(policy.name for policy in policies))
 
 
 def _check_pin(verified: VerifiedModel, sha256: str | None) -> None:

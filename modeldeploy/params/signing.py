@@ -42,6 +42,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from model_signing import hashing, signing
 from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore_pb
 from OpenSSL import crypto
@@ -51,7 +52,6 @@ from modeldeploy.contract.reasons import (
     FILES_DIFFER,
     KEY_MISMATCH,
     PRIVATE_KEY_INVALID,
-    PUBLIC_KEY_INVALID,
     SIGNATURE_INVALID,
     SIGNATURE_MALFORMED,
     SIGNATURE_MISSING,
@@ -61,7 +61,9 @@ from modeldeploy.contract.reasons import (
 )
 from modeldeploy.contract.trust import SPEC_KEY_POLICY
 from modeldeploy.params.errors import VerificationError
-from modeldeploy.params.trust import PolicyVerifiers, Trust, key_fingerprint
+from modeldeploy.params.trust import PolicyVerifiers, Trust, key_fingerprint, require_ec_key
+from modeldeploy.params.trust import load_public_key as load_public_key
+from modeldeploy.params.trust import public_key_pem as public_key_pem
 
 fingerprint = key_fingerprint  # `sha256:` + sha256 of the public key's PEM (model_signing's key hint)
 
@@ -71,8 +73,8 @@ FETCH_MARKER = ".modeldeploy-fetch.json"  # what fetch installed (see fetch.py);
 UNSIGNED = (SIGNATURE, VERIFIED_MANIFEST, FETCH_MARKER)
 MAX_SIGNATURE_BYTES = 16 << 20
 MAX_CHAIN = 10  # certificates in a bundle's chain
-SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-HASH_TYPES = ("sha256", "blake2", "blake3")
+HASH_TYPES = ("sha256", "blake2", "blake3")  # model_signing's hashing_algorithm choices
+RECORDED_HASH_TYPES = {"sha256": "sha256", "blake2b": "blake2", "blake3": "blake3"}  # as bundles name them
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
 
@@ -90,6 +92,7 @@ class VerifiedModel:
     issuer: str | None = None  # the signing certificate's issuer
     trusted_by: str = SPEC_KEY_POLICY  # which policies' signers admitted it
     hash_algorithm: str = "sha256"  # e.g. sha256, blake3, "sha256 shards"
+    signed_policies: tuple[str, ...] = ()  # names in the signed policies.yaml (fetch fills them in)
 
 
 def generate_key(curve: str = "p256") -> ec.EllipticCurvePrivateKey:
@@ -103,41 +106,6 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None
         serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-
-
-def public_key_pem(key: ec.EllipticCurvePublicKey) -> bytes:
-    """SubjectPublicKeyInfo PEM of `key`."""
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _key_kind(key: object) -> str:
-    return type(key).__name__.removeprefix("_").replace("PublicKey", "").replace("PrivateKey", "") or "unknown"
-
-
-def _check_curve(key: ec.EllipticCurvePublicKey, what: str, reason: str) -> None:
-    if key.curve.name not in SUPPORTED_CURVES:
-        raise VerificationError(
-            reason, f"{what} is on curve {key.curve.name}; supported curves: {', '.join(SUPPORTED_CURVES)}"
-        )
-
-
-def load_public_key(path: str | Path) -> ec.EllipticCurvePublicKey:
-    """Read a PEM EC public key on a curve OpenSSF Model Signing supports.
-
-    Raises:
-        VerificationError: `PublicKeyInvalid` when it is missing, not PEM, not EC, or on
-            another curve than P-256, P-384 or P-521.
-    """
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, UnsupportedAlgorithm) as err:
-        raise VerificationError(PUBLIC_KEY_INVALID, f"cannot read public key {path}: {err}") from err
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise VerificationError(
-            PUBLIC_KEY_INVALID, f"public key {path} is an {_key_kind(key)} key, not an elliptic-curve (EC) key"
-        )
-    _check_curve(key, f"public key {path}", PUBLIC_KEY_INVALID)
-    return key
 
 
 def load_private_key(path: str | Path, password: str | None = None) -> ec.EllipticCurvePrivateKey:
@@ -156,11 +124,8 @@ def load_private_key(path: str | Path, password: str | None = None) -> ec.Ellipt
         raise VerificationError(
             PRIVATE_KEY_INVALID, f"cannot read private key {path} (not PEM, or a wrong password)"
         ) from err
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise VerificationError(
-            PRIVATE_KEY_INVALID, f"private key {path} is an {_key_kind(key)} key, not an elliptic-curve (EC) key"
-        )
-    _check_curve(key.public_key(), f"private key {path}", PRIVATE_KEY_INVALID)
+    require_ec_key(key, f"private key {path}", PRIVATE_KEY_INVALID)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)  # checked just above
     return key
 
 
@@ -185,7 +150,7 @@ def sign(
         hash_algorithm: `sha256`, `blake2` or `blake3` (blake3 has no sharded form).
         shard_size: hash files in shards of this many bytes; default whole files.
         signing_certificate: sign with the certificate method: the key's certificate (PEM).
-        certificate_chain: intermediates to put in the bundle with it (PEM files).
+        certificate_chain: the CA certificates to put in the bundle with it (PEM files; at least one).
 
     Returns:
         The path of the written signature bundle.
@@ -196,12 +161,19 @@ def sign(
     """
     model_dir = Path(model_dir)
     signature = Path(signature_path) if signature_path else model_dir / SIGNATURE
-    if hash_algorithm not in HASH_TYPES or (shard_size is not None and hash_algorithm == "blake3"):
-        raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}"
-                                f"{' in shards' if shard_size else ''}; choose one of {', '.join(HASH_TYPES)} "
-                                "(blake3 only for whole files)")
+    if hash_algorithm not in HASH_TYPES:
+        raise VerificationError(UNSUPPORTED_SIGNATURE, f"cannot hash with {hash_algorithm!r}; choose one of "
+                                f"{', '.join(HASH_TYPES)}")
+    if shard_size is not None and hash_algorithm == "blake3":
+        raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing has no sharded blake3 (blake3 already hashes "
+                                "a whole file in parallel): sign blake3 without a shard size, or shards with "
+                                "sha256 or blake2")
+    chain = list(certificate_chain)
     if signing_certificate is not None and password:
         raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
+    if signing_certificate is not None and not chain:
+        raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing's certificate method needs a certificate "
+                                "chain: give the issuing CA certificates (e.g. the root) as the chain")
     load_private_key(private_key_path, password)
     ignored = _ignored(model_dir, signature)
     _tree_files(model_dir, ignored)  # refuse links and special files with a reason
@@ -221,7 +193,7 @@ def sign(
     else:
         try:
             config.use_certificate_signer(private_key=private_key_path, signing_certificate=signing_certificate,
-                                          certificate_chain=list(certificate_chain))
+                                          certificate_chain=chain)
         except ValueError as err:  # the certificate is not the key's
             raise VerificationError(PRIVATE_KEY_INVALID, f"cannot sign with {signing_certificate}: {err}") from err
     config.set_hashing_config(hashing_config).sign(model_dir, signature)
@@ -234,9 +206,9 @@ class _Statement:
 
     root_digest: str
     files: dict[str, str]
-    serialization: dict[str, Any]
+    serialization: dict[str, Any]  # method, hash_type (one of HASH_TYPES), shard_size
     key_hint: str  # key method: sha256 of the signer's public key PEM (may be absent)
-    chain: tuple[bytes, ...] = ()  # certificate method: DER certificates, the signing one first
+    chain: tuple[x509.Certificate, ...] = ()  # certificate method: the signing certificate first
 
     @property
     def hash_algorithm(self) -> str:
@@ -298,14 +270,12 @@ def verify(
 
 
 def trust_of(trust: Trust | str | Path) -> Trust:
-    """`trust` itself, or the one-key trust of a PEM public key file.
+    """`trust` itself, or the one-key trust of a PEM public key file (`Trust.from_public_key`).
 
     Raises:
         VerificationError: `PublicKeyInvalid` for an unreadable key file.
     """
-    if isinstance(trust, Trust):
-        return trust
-    return Trust.from_public_key(load_public_key(trust), Path(trust).name)
+    return trust if isinstance(trust, Trust) else Trust.from_public_key(trust)
 
 
 def verify_tree(
@@ -338,19 +308,22 @@ def verify_tree(
         present = {name for name in present if (model_dir / name).stat().st_size}
     actual = _hash(model_dir, _hashing_config(statement.serialization, ignored))
     if present != statement.names or actual != statement.files:  # changed, extra (even if ignored) or missing
-        raise _files_differ(statement.files, actual, "signed manifest")
+        raise _files_differ(statement, actual, present)
     return VerifiedTree(model_dir, verified, statement)
 
 
-def verify_signature(data: bytes, trust: Trust | str | Path, name: str = SIGNATURE) -> VerifiedModel:
+def verify_signature(data: bytes, trust: Trust, name: str = SIGNATURE) -> VerifiedModel:
     """Verify only a signature bundle against the trust (no files: what admission can check).
+
+    Checks the DSSE envelope (and, for the certificate method, the chain and the leaf's
+    constraints) with model_signing's verifiers; `files` are the signed digests.
 
     Raises:
         VerificationError: as `verify_tree`, except `FilesDiffer`.
     """
     if len(data) > MAX_SIGNATURE_BYTES:
         raise VerificationError(SIGNATURE_MALFORMED, f"{name} is larger than {MAX_SIGNATURE_BYTES} bytes")
-    return _authenticate(data, trust_of(trust), name)[1]
+    return _authenticate(data, trust, name)[1]
 
 
 def _authenticate(data: bytes, trust: Trust, name: str) -> tuple[_Statement, VerifiedModel]:
@@ -358,68 +331,103 @@ def _authenticate(data: bytes, trust: Trust, name: str) -> tuple[_Statement, Ver
     statement = _parse_bundle(data, name)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-verify-") as private:
         work = Path(private)
-        copy = work / SIGNATURE
-        copy.write_bytes(data)  # model_signing reads the bundle itself: give it the very bytes parsed above
-        try:
-            bundle = sign_sigstore_pb.Signature.read(copy)
-        except Exception as err:  # any parse failure of upstream's reader
-            raise VerificationError(
-                SIGNATURE_MALFORMED, f"{name} was refused by model_signing's reader ({type(err).__name__})"
-            ) from err
-        found = [_verified_by(policy, statement, bundle, work) for policy in trust.policies]
-    signer, issuer, key = found[0][1:]
+        bundle = _upstream_bundle(data, work, name)
+        if statement.chain:
+            leaf = _signing_certificate(statement.chain[0])
+            signer, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+            key = fingerprint(leaf.public_key())  # type: ignore[arg-type]  # an EC key: checked above
+            trusted_by = [_accepted_certificate(policy, leaf, bundle, work) for policy in trust.policies]
+        else:
+            accepted = [_accepted_key(policy, statement, bundle, work) for policy in trust.policies]
+            signer, issuer, key = accepted[0][1], None, accepted[0][1]
+            trusted_by = [by for by, _ in accepted]
     verified = VerifiedModel(
-        key, f"sha256:{statement.root_digest}", statement.files, signer, issuer,
-        ", ".join(trusted for trusted, *_ in found), statement.hash_algorithm,
+        key, f"sha256:{statement.root_digest}", statement.files, signer, issuer, ", ".join(trusted_by),
+        statement.hash_algorithm,
     )
     return statement, verified
 
 
-def _trusted_by(policy: PolicyVerifiers, signer: str) -> str:
-    return SPEC_KEY_POLICY if policy.policy == SPEC_KEY_POLICY else f"ModelTrustPolicy/{policy.policy} signer {signer}"
+def _upstream_bundle(data: bytes, work: Path, name: str) -> Any:
+    """model_signing's own reading of the bundle bytes (its verifiers take nothing else)."""
+    copy = work / SIGNATURE
+    copy.write_bytes(data)  # the very bytes `_parse_bundle` read
+    try:
+        return sign_sigstore_pb.Signature.read(copy)
+    except Exception as err:  # any parse failure of upstream's reader
+        raise VerificationError(
+            SIGNATURE_MALFORMED, f"{name} was refused by model_signing's reader ({type(err).__name__})"
+        ) from err
 
 
-def _verified_by(
-    policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
-) -> tuple[str, str, str | None, str]:
-    """(trusted_by, signer, issuer, key fingerprint) of the policy's signer that verifies the bundle.
+def _pem_file(work: Path, pem: bytes) -> Path:
+    """`pem` in a file of `work` (model_signing's verifiers read keys and roots from paths)."""
+    path = work / f"trusted-{hashlib.sha256(pem).hexdigest()[:16]}.pem"
+    path.write_bytes(pem)
+    return path
+
+
+def _upstream_accepts(verifier: Any, bundle: Any) -> bool:
+    """Whether model_signing's `verifier` accepts the bundle's signature and statement.
 
     Raises:
-        VerificationError: `UntrustedSigner` (`KeyMismatch` for the one spec key) naming who signed.
+        OpenSSL.crypto.X509StoreContextError: the certificate chain does not reach its roots.
     """
-    if statement.chain:
-        return _verified_by_certificate(policy, statement, bundle, work)
-    return _verified_by_key(policy, statement, bundle, work)
+    try:
+        verifier.verify(bundle)
+    except (InvalidSignature, ValueError, KeyError, TypeError):  # whatever its words (tests pin the reason)
+        return False
+    return True
 
 
-def _verified_by_key(
+def _accepted_key(
     policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
-) -> tuple[str, str, str | None, str]:
+) -> tuple[str, str]:
+    """(trusted_by, fingerprint) of the policy's key that verifies a key-method bundle.
+
+    Raises:
+        VerificationError: `UntrustedSigner` naming the key that signed (`KeyMismatch` for
+            the spec's one key), `SignatureInvalid` when the named key's signature is wrong.
+    """
     hint = f"sha256:{statement.key_hint}" if statement.key_hint else None
     candidates = [key for key in policy.keys if hint is None or key.fingerprint == hint]
     if not candidates:
-        trusted = ", ".join(f"{key.signer} {key.fingerprint}" for key in policy.keys) or "no key"
+        made_by = f"the signature was made by key {hint}"
+        if not policy.keys:
+            roots = ", ".join(roots.signer for roots in policy.certificates)
+            raise VerificationError(UNTRUSTED_SIGNER, f"{made_by}, but {policy.describe()} trusts only "
+                                    f"certificate signers ({roots}), no key")
         if policy.policy == SPEC_KEY_POLICY:
-            raise VerificationError(KEY_MISMATCH, f"the signature was made by key {hint}, not by the trusted key "
-                                    f"{trusted.split()[-1]}")
-        raise VerificationError(UNTRUSTED_SIGNER, f"the signature was made by key {hint}, which "
-                                f"{policy.describe()} does not trust (trusted: {trusted})")
+            raise VerificationError(KEY_MISMATCH, f"{made_by}, not by the trusted key {policy.keys[0].fingerprint}")
+        trusted = ", ".join(f"{key.signer} {key.fingerprint}" for key in policy.keys)
+        raise VerificationError(UNTRUSTED_SIGNER, f"{made_by}, which {policy.describe()} does not trust "
+                                f"(trusted: {trusted})")
     for key in candidates:
-        if _verifies(sign_ec_key.Verifier, key.pem, bundle, work):
-            return _trusted_by(policy, key.signer), key.fingerprint, None, key.fingerprint
-    tried = ", ".join(key.fingerprint for key in candidates)
-    raise VerificationError(SIGNATURE_INVALID, f"the signature does not verify with the trusted key {tried}")
+        if _upstream_accepts(sign_ec_key.Verifier(_pem_file(work, key.pem)), bundle):
+            return policy.trusted_by(key.signer), key.fingerprint
+    tried = ", ".join(f"{key.signer} {key.fingerprint}" for key in candidates)
+    raise VerificationError(SIGNATURE_INVALID, f"the signature does not verify with the trusted key {tried} "
+                            "(altered after signing?)")
 
 
-def _verifies(verifier: Any, pem: bytes, bundle: Any, work: Path) -> bool:
-    """Whether model_signing's `verifier` class, built from `pem`, accepts the bundle."""
-    path = work / f"trusted-{hashlib.sha256(pem).hexdigest()[:16]}.pem"
-    path.write_bytes(pem)
-    try:
-        verifier([path]).verify(bundle) if verifier is sign_certificate.Verifier else verifier(path).verify(bundle)
-    except (InvalidSignature, ValueError, crypto.X509StoreContextError):
-        return False
-    return True
+def _signing_certificate(leaf: x509.Certificate) -> x509.Certificate:
+    """The bundle's signing certificate, if it holds a supported EC key and may sign.
+
+    Raises:
+        VerificationError: `UnsupportedSignature` (not an EC key), `UntrustedSigner` (neither
+            KeyUsage digitalSignature nor ExtendedKeyUsage codeSigning: model_signing's rule).
+    """
+    who = f"the signing certificate {leaf.subject.rfc4514_string()} (issuer {leaf.issuer.rfc4514_string()})"
+    require_ec_key(leaf.public_key(), who, UNSUPPORTED_SIGNATURE)
+    extensions = leaf.extensions
+    with contextlib.suppress(x509.ExtensionNotFound):
+        if extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return leaf
+    with contextlib.suppress(x509.ExtensionNotFound):
+        if ExtendedKeyUsageOID.CODE_SIGNING in extensions.get_extension_for_class(x509.ExtendedKeyUsage).value:
+            return leaf
+    raise VerificationError(UNTRUSTED_SIGNER, f"{who} may not sign: it has neither KeyUsage digitalSignature nor "
+                            "ExtendedKeyUsage codeSigning")
 
 
 def _names(certificate: x509.Certificate) -> set[str]:
@@ -432,33 +440,38 @@ def _names(certificate: x509.Certificate) -> set[str]:
             for value in names.get_values_for_type(kind)}
 
 
-def _verified_by_certificate(
-    policy: PolicyVerifiers, statement: _Statement, bundle: Any, work: Path,
-) -> tuple[str, str, str | None, str]:
-    try:
-        leaf = x509.load_der_x509_certificate(statement.chain[0])
-    except ValueError as err:
-        raise VerificationError(SIGNATURE_MALFORMED, f"the signing certificate is not DER ({err})") from err
-    subject, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
-    leaf_key = leaf.public_key()
-    key = fingerprint(leaf_key) if isinstance(leaf_key, ec.EllipticCurvePublicKey) else "not an EC key"
-    who = f"the signature was made with certificate {subject} (issuer {issuer})"
+def _accepted_certificate(policy: PolicyVerifiers, leaf: x509.Certificate, bundle: Any, work: Path) -> str:
+    """`trusted_by` of the policy's certificate signer whose roots and constraints admit `leaf`.
+
+    Raises:
+        VerificationError: `UntrustedSigner` saying, per signer, why not; `SignatureInvalid`
+            when the chain is trusted but the signature is not the leaf's.
+    """
+    subject = leaf.subject.rfc4514_string()
+    made_by = f"the signature was made with certificate {subject} (issuer {leaf.issuer.rfc4514_string()})"
     if not policy.certificates:
-        raise VerificationError(UNTRUSTED_SIGNER, f"{who}, but {policy.describe()} trusts no certificate signer")
+        keys = ", ".join(f"{key.signer} {key.fingerprint}" for key in policy.keys)
+        raise VerificationError(UNTRUSTED_SIGNER, f"{made_by}, but {policy.describe()} trusts only keys ({keys})")
     problems = []
     for roots in policy.certificates:
-        if not _verifies(sign_certificate.Verifier, roots.pem, bundle, work):
-            problems.append(f"it does not chain to the roots of {roots.signer} ({'; '.join(roots.roots)}) "
-                            "or is not a signing certificate")
-        elif roots.subjects and subject not in roots.subjects:
-            allowed = ", ".join(roots.subjects)
-            problems.append(f"its subject {subject} is not one of {roots.signer}'s subjects ({allowed})")
-        elif roots.sans and not _names(leaf) & set(roots.sans):
-            problems.append(f"none of its names ({', '.join(sorted(_names(leaf))) or 'none'}) is one of "
+        try:
+            accepted = _upstream_accepts(sign_certificate.Verifier([_pem_file(work, roots.pem)]), bundle)
+        except crypto.X509StoreContextError as err:
+            problems.append(f"it does not chain to the roots of {roots.signer} ({'; '.join(roots.roots)}: {err})")
+            continue
+        if not accepted:
+            raise VerificationError(SIGNATURE_INVALID, f"{made_by} chains to {roots.signer}, but the signature "
+                                    "does not verify with its key (altered after signing?)")
+        names = _names(leaf)
+        if roots.subjects and subject not in roots.subjects:
+            problems.append(f"its subject {subject} is not one of {roots.signer}'s ({', '.join(roots.subjects)})")
+        elif roots.sans and not names & set(roots.sans):
+            problems.append(f"none of its names ({', '.join(sorted(names)) or 'none'}) is one of "
                             f"{roots.signer}'s ({', '.join(roots.sans)})")
         else:
-            return _trusted_by(policy, roots.signer), subject, issuer, key
-    raise VerificationError(UNTRUSTED_SIGNER, f"{who}, which {policy.describe()} does not trust: {'; '.join(problems)}")
+            return policy.trusted_by(roots.signer)
+    raise VerificationError(UNTRUSTED_SIGNER, f"{made_by}, which {policy.describe()} does not trust: "
+                            f"{'; '.join(problems)}")
 
 
 def seal(model_dir: str | Path, private_key_path: str | Path, public_key_path: str | Path) -> VerifiedModel:
@@ -517,7 +530,7 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
             raise VerificationError(SIGNATURE_MALFORMED, f"{name} has no verificationMaterial")
         material = _object(material, f"{name}: verificationMaterial")
         hint = ""
-        chain: tuple[bytes, ...] = ()
+        chain: tuple[x509.Certificate, ...] = ()
         if "publicKey" in material:
             hint = str(_object(material["publicKey"], f"{name}: publicKey").get("hint", ""))
         elif "x509CertificateChain" in material:
@@ -561,8 +574,10 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
     method, hash_type = serialization_args.get("method"), serialization_args.get("hash_type")
     if method not in ("files", "shards"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported serialization method {method!r}")
-    if hash_type not in HASH_TYPES or (method == "shards" and hash_type == "blake3"):
+    algorithm = RECORDED_HASH_TYPES.get(str(hash_type))
+    if algorithm is None or (method == "shards" and algorithm == "blake3"):
         raise VerificationError(UNSUPPORTED_SIGNATURE, f"{name}: unsupported hash type {hash_type!r}")
+    serialization_args = {**serialization_args, "hash_type": algorithm}
     if method == "shards":  # a JSON number: upstream writes 100000.0
         shard_size = serialization_args.get("shard_size")
         if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or shard_size < 1:
@@ -580,16 +595,23 @@ def _parse_bundle(data: bytes, name: str) -> _Statement:
     return statement_
 
 
-def _chain(value: Any, name: str) -> tuple[bytes, ...]:
-    """The DER certificates of a bundle's x509CertificateChain (the signing certificate first)."""
+def _chain(value: Any, name: str) -> tuple[x509.Certificate, ...]:
+    """The certificates of a bundle's x509CertificateChain (the signing certificate first)."""
     certificates = _object(value, f"{name}: x509CertificateChain").get("certificates")
     if not isinstance(certificates, list) or not certificates:
         raise VerificationError(SIGNATURE_MALFORMED, f"{name}: the certificate chain is empty")
     if len(certificates) > MAX_CHAIN:
         raise VerificationError(SIGNATURE_MALFORMED, f"{name}: a chain of {len(certificates)} certificates "
                                 f"(at most {MAX_CHAIN})")
-    return tuple(base64.b64decode(str(_object(c, f"{name}: certificate")["rawBytes"]), validate=True)
-                 for c in certificates)
+    chain = []
+    for index, certificate in enumerate(certificates):
+        der = base64.b64decode(str(_object(certificate, f"{name}: certificate")["rawBytes"]), validate=True)
+        try:
+            chain.append(x509.load_der_x509_certificate(der))
+        except ValueError as err:
+            raise VerificationError(SIGNATURE_MALFORMED, f"{name}: certificate {index} of the chain is not a DER "
+                                    "X.509 certificate") from err
+    return tuple(chain)
 
 
 def _hashing_config(serialization_args: dict[str, Any], ignored: Iterable[str]) -> hashing.Config:
@@ -697,15 +719,26 @@ def _hash(model_dir: Path, config: hashing.Config) -> dict[str, str]:
     return {rd.identifier: rd.digest.digest_hex for rd in manifest.resource_descriptors()}
 
 
-def _files_differ(expected: dict[str, str], actual: dict[str, str], against: str) -> VerificationError:
-    """One `FilesDiffer` error naming changed, extra and missing files."""
-    changed = sorted(name for name in expected.keys() & actual.keys() if expected[name] != actual[name])
-    extra = sorted(actual.keys() - expected.keys())
-    missing = sorted(expected.keys() - actual.keys())
+def _by_file(digests: dict[str, str], sharded: bool) -> dict[str, dict[str, str]]:
+    """Manifest entries grouped by the file they belong to (a shard `name:start:end` to `name`)."""
+    grouped: dict[str, dict[str, str]] = {}
+    for identifier, digest in digests.items():
+        grouped.setdefault(identifier.rsplit(":", 2)[0] if sharded else identifier, {})[identifier] = digest
+    return grouped
+
+
+def _files_differ(statement: _Statement, actual: dict[str, str], present: set[str]) -> VerificationError:
+    """One `FilesDiffer` error naming the changed, extra and missing files (files, never shards)."""
+    sharded = statement.serialization["method"] == "shards"
+    expected = _by_file(statement.files, sharded)
+    found: dict[str, dict[str, str]] = {name: {} for name in present} | _by_file(actual, sharded)
+    changed = sorted(name for name in expected.keys() & found.keys() if expected[name] != found[name])
+    extra = sorted(found.keys() - expected.keys())
+    missing = sorted(expected.keys() - found.keys())
     parts = [
         f"{label} {', '.join(names)}"
         for label, names in (("changed", changed), ("extra", extra), ("missing", missing))
         if names
     ]
-    message = f"files do not match the {against}: {'; '.join(parts)}"
+    message = f"files do not match the signed manifest: {'; '.join(parts)}"
     return VerificationError(FILES_DIFFER, message, [*changed, *extra, *missing])

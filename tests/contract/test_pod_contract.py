@@ -18,9 +18,9 @@ from model_server.settings import load_settings
 from modeldeploy.contract import pod
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
 from modeldeploy.contract.spec import parse_spec
-from modeldeploy.params.cli import fetch
 from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
+from modeldeploy.params.fetch_cli import fetch
 
 REF = ObjectRef("iris", "ml")
 SPEC = parse_spec({

@@ -1,4 +1,4 @@
-"""Fixtures for signing and fetch tests: a trained iris model, keys, a loopback HTTP server."""
+"""Fixtures for signing and fetch tests: a trained iris model, keys, a test PKI, a loopback HTTP server."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from devcluster.iris import Keys, train, write_keys
 from modeldeploy.params import signing
 
+from .pki import SigningPki, create_signing_pki
+
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -29,6 +31,12 @@ def keys(tmp_path: Path) -> Keys:
 @pytest.fixture
 def other_keys(tmp_path: Path) -> Keys:
     return write_keys(tmp_path / "other-keys")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> SigningPki:
+    """The test PKI (see `pki`): a trusted root with an intermediate, leaves, and a rogue root."""
+    return create_signing_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,12 @@ from modeldeploy.cli import main
 from modeldeploy.params import signing
 
 ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
+
+
+def upstream(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the upstream `model_signing ARGS` command line."""
+    return subprocess.run([UPSTREAM, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def cli(*args: str | Path) -> Result:
@@ -35,8 +43,13 @@ RECORD_KEYS = {
 
 
 def run_fetch(source: str | Path, dest: Path, public_key: Path, *extra: str | Path) -> tuple[Result, dict[str, Any]]:
+    return fetch_with(source, dest, "--public-key", public_key, *extra)
+
+
+def fetch_with(source: str | Path, dest: Path, *args: str | Path) -> tuple[Result, dict[str, Any]]:
+    """`modeldeploy fetch SOURCE --dest DEST ARGS`, and the one record line it wrote."""
     log = dest.parent / "termination-log"
-    result = cli("fetch", source, "--dest", dest, "--public-key", public_key, "--termination-log", log, *extra)
+    result = cli("fetch", source, "--dest", dest, "--termination-log", log, *args)
     lines = log.read_text().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])

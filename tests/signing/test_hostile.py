@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -26,17 +24,11 @@ from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 
 from .conftest import HttpServer
-from .helpers import assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz
-
-UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
+from .helpers import assert_installed, assert_refused, cli, files_of, run_fetch, tar_gz, upstream
 
 
 def upstream_sign(model: Path, keys: Keys, *extra: str | Path) -> None:
-    done = subprocess.run(
-        [UPSTREAM, "sign", "key", str(model), "--signature", str(model / "model.sig"),
-         "--private_key", str(keys.private), *map(str, extra)],
-        capture_output=True, text=True, timeout=120,
-    )
+    done = upstream("sign", "key", model, "--signature", model / "model.sig", "--private_key", keys.private, *extra)
     assert done.returncode == 0, done.stderr
 
 
@@ -163,7 +155,7 @@ def test_4_failed_refetch_removes_only_fetchs_files(model: Path, dest: Path, key
 def test_4_a_user_file_inside_an_earlier_fetch_is_kept(model: Path, dest: Path, keys: Keys, other_keys: Keys) -> None:
     assert run_fetch(model, dest, keys.public)[0].exit_code == 0
     (dest / "notes.txt").write_text("mine")
-    result, record = run_fetch(model, dest, other_keys.public)
+    _, record = run_fetch(model, dest, other_keys.public)
     assert record["reason"] == "DestinationInvalid" and "notes.txt" in record["message"]
     assert (dest / "notes.txt").read_text() == "mine"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,7 @@ from devcluster.iris import Keys, write_keys
 from modeldeploy.params import signing
 from modeldeploy.params.errors import VerificationError
 
-from .helpers import cli, flip_byte
-
-UPSTREAM = str(Path(sys.executable).with_name("model_signing"))
+from .helpers import cli, flip_byte, upstream
 
 
 def refusal(model_dir: Path, public_key: Path, signature: Path | None = None) -> VerificationError:
@@ -172,10 +168,6 @@ def test_cli_sign_then_verify_with_detached_signature(tmp_path: Path, trained: P
 
 
 # --- interoperability with the upstream model_signing CLI ---------------------------------
-
-
-def upstream(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([UPSTREAM, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def test_our_signature_verifies_with_upstream_cli(model: Path, keys: Keys, other_keys: Keys) -> None:
