@@ -5,7 +5,9 @@ load sequence: compile the spec's policies, verify `model.sig` with the trust (t
 tree, as fetch did), check that the verified model.yaml is the card the server started
 with, compile the signed guardrails (`policies.yaml`, if the tree has one) and put them
 before the spec's, and load the flavor from verified bytes only (`VerifiedTree.read`).
-No HTTP here.
+After loading, `recheck` hashes the served files again against the signed manifest; a
+mismatch takes readiness away for good (liveness stays: a restarted container would serve
+the same files). `readiness()` says why the model is (not) ready. No HTTP here.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from typing import Any
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
-from modeldeploy.contract.pod import SIGNED_POLICIES, SignedPolicies
+from modeldeploy.contract.pod import SIGNED_POLICIES, ReadinessReport, SignedPolicies
 from modeldeploy.contract.reasons import (
+    DRAINING,
     FILES_DIFFER,
     LOAD_FAILED,
+    LOADING,
     POLICY_CONFLICT,
     PUBLIC_KEY_INVALID,
+    SERVING,
     SIGNED_POLICIES_INVALID,
     SPEC_INVALID,
 )
@@ -67,6 +72,9 @@ class ServedModel:
         self.state = State.LOADING
         self.error: str | None = None
         self.reason: str | None = None
+        self.failed_files: list[str] = []
+        self.tree: signing.VerifiedTree | None = None
+        self.integrity_failure: VerificationError | None = None  # what a recheck found; never cleared
         self.draining = False
         self.load_seconds: float | None = None
         self.predictor: Predictor | None = None
@@ -92,8 +100,40 @@ class ServedModel:
 
     @property
     def ready(self) -> bool:
-        """Readiness: loaded and not draining."""
-        return self.loaded and not self.draining
+        """Readiness: loaded, its files as signed at the last recheck, and not draining."""
+        return self.loaded and self.integrity_failure is None and not self.draining
+
+    def readiness(self) -> ReadinessReport:
+        """Whether the model is ready and, if not, why (the readiness probe's body)."""
+        if self.state is State.LOADING:
+            return ReadinessReport(ready=False, reason=LOADING, message=f"model {self.name!r} is loading")
+        if self.state is State.FAILED:
+            assert self.reason is not None and self.error is not None
+            return ReadinessReport(ready=False, reason=self.reason, message=self.error,
+                                   failed_files=tuple(self.failed_files))
+        if self.integrity_failure is not None:
+            failure = self.integrity_failure
+            return ReadinessReport(ready=False, reason=failure.reason, message=failure.args[0],
+                                   failed_files=tuple(failure.files))
+        if self.draining:
+            return ReadinessReport(ready=False, reason=DRAINING, message="the server is shutting down")
+        return ReadinessReport(ready=True, reason=SERVING)
+
+    def recheck(self) -> bool:
+        """Hash the served files again against the signed manifest; False (and not ready from now on) if they differ.
+
+        Call it only once the model has loaded, from a thread that is not the event loop.
+        """
+        assert self.tree is not None
+        try:
+            self.tree.recheck()
+        except VerificationError as err:
+            self.integrity_failure = err
+            logger.error("served files no longer match the signature: not ready from now on",
+                         extra={"model": self.name, "reason": err.reason, "error": err.args[0],
+                                "failedFiles": err.files})
+            return False
+        return True
 
     def load(self) -> None:
         """Compile policies, verify the signature and files, load the flavor; record the outcome.
@@ -123,9 +163,11 @@ class ServedModel:
             self.policies = Guardrails(self._signed_policies(tree), spec)
             logger.info("policies compiled", extra={"model": self.name, "policies": self.policies.describe()})
             self.predictor = load_flavor(self.card, tree)
+            self.tree = tree
         except Exception as err:  # any failure of user code or files must leave us FAILED, not dead
             self.error = f"{type(err).__name__}: {err}"
             self.reason = failure_reason(err)
+            self.failed_files = err.files if isinstance(err, ParametersError) else []
             self.state = State.FAILED
             logger.error("model load failed", extra={"model": self.name, "reason": self.reason, "error": self.error})
         else:

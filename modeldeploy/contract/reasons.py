@@ -59,6 +59,9 @@ PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 NO_PODS: Final = "NoPods"
 PENDING: Final = "Pending"
 
-# The server's: why it cannot serve after it started (its load failed), besides a verification reason,
-# POLICY_CONFLICT and SPEC_INVALID (a spec policy the server cannot apply to this model).
+# The server's readiness (ReadinessReport.reason): SERVING when ready; otherwise one of these, a
+# verification reason (at load, or FilesDiffer from a recheck), POLICY_CONFLICT, or SPEC_INVALID (a spec
+# policy the server cannot apply to this model).
+LOADING: Final = "Loading"  # the model is still loading
+DRAINING: Final = "Draining"  # shutting down: requests already accepted finish
 LOAD_FAILED: Final = "LoadFailed"  # the flavor could not load the verified parameters
