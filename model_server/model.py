@@ -1,13 +1,14 @@
 """The served model's lifecycle: load in the background, then ready; draining on shutdown.
 
 Owns the state the probes report (`started`, `healthy`, `ready`, `draining`) and the
-load sequence: compile the spec's policies, verify `model.sig` with the trust (the whole
-tree, as fetch did), check that the verified model.yaml is the card the server started
-with, compile the signed guardrails (`policies.yaml`, if the tree has one) and put them
-before the spec's, and load the flavor from verified bytes only (`VerifiedTree.read`).
-After loading, `recheck` hashes the served files again against the signed manifest; a
-mismatch takes readiness away for good (liveness stays: a restarted container would serve
-the same files). `readiness()` says why the model is (not) ready. No HTTP here.
+load sequence: compile the spec's policies, verify `model.sig` with the public key or
+the trust file's signers (the whole tree, as fetch did), check that the verified
+model.yaml is the card the server started with, compile the signed guardrails
+(`policies.yaml`, if the tree has one) and put them before the spec's, and load the
+flavor from verified bytes only (`VerifiedTree.read`). After loading, `recheck` hashes
+the served files again against the signed manifest; a mismatch takes readiness away for
+good (liveness stays: a restarted container would serve the same files). `readiness()`
+says why the model is (not) ready. No HTTP here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from modeldeploy.contract.spec import Policy
 from modeldeploy.guardrails import SIGNED, Guardrails, PolicyConflict, PolicyError, PolicySet, compile_policies
 from modeldeploy.params import signing
 from modeldeploy.params.errors import ParametersError, VerificationError
+from modeldeploy.params.trust import Trust
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +65,17 @@ class ServedModel:
     """One model directory: its card, policies and, once loaded, its predictor."""
 
     def __init__(
-        self, card: ModelCard, model_dir: Path, policies: Sequence[Policy], public_key: Path | None = None
+        self,
+        card: ModelCard,
+        model_dir: Path,
+        policies: Sequence[Policy],
+        public_key: Path | None = None,
+        trust: Path | None = None,
     ) -> None:
         self.card = card
         self.model_dir = model_dir
         self.public_key = public_key
+        self.trust = trust  # a trust.json; exactly one of public_key and trust
         self.raw_policies = policies
         self.state = State.LOADING
         self.error: str | None = None
@@ -143,17 +151,15 @@ class ServedModel:
         began = time.perf_counter()
         try:
             spec = compile_policies(self.raw_policies).bind(self.card)
-            if self.public_key is None:
-                raise VerificationError(
-                    PUBLIC_KEY_INVALID, "no public key configured (--public-key): nothing unverified is loaded"
-                )
-            tree = signing.verify_tree(self.model_dir, self.public_key)
+            tree = signing.verify_tree(self.model_dir, self._trusted())
             logger.info(
                 "signature verified",
                 extra={
                     "model": self.name,
                     "manifestDigest": tree.verified.manifest_digest,
                     "keyFingerprint": tree.verified.key_fingerprint,
+                    "signer": tree.verified.signer,
+                    "trustedBy": tree.verified.trusted_by,
                 },
             )
             if parse_model_card(tree.read(MODEL_CARD), self.model_dir / MODEL_CARD) != self.card:
@@ -174,6 +180,19 @@ class ServedModel:
             self.state = State.READY
             logger.info("model loaded", extra={"model": self.name, "flavor": self.card.flavor})
         self.load_seconds = time.perf_counter() - began
+
+    def _trusted(self) -> Trust | Path:
+        """Whom the signature must be made by.
+
+        Raises:
+            VerificationError: `TrustInvalid` (an unreadable trust file), `PublicKeyInvalid` (no trust at all).
+        """
+        if self.trust is not None:
+            return Trust.load(self.trust)
+        if self.public_key is None:
+            raise VerificationError(PUBLIC_KEY_INVALID, "no public key or trust file configured (--public-key, "
+                                    "--trust): nothing unverified is loaded")
+        return self.public_key
 
     def _signed_policies(self, tree: signing.VerifiedTree) -> PolicySet:
         """The guardrails signed with the parameters (none if the tree has no policies.yaml).

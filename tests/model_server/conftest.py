@@ -137,8 +137,10 @@ def anyio_backend() -> str:
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
-    def _start(model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started") -> ServerProcess:
-        server = ServerProcess(model_dir, config, tmp_path)
+    def _start(
+        model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started", trust: Path | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(model_dir, config, tmp_path, trust)
         servers.append(server)
         server.wait_listening()
         if wait == "started":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_support import SETOSA, VIRGINICA, ServerProcess
+from server_support import PUBLIC_KEY, SETOSA, VIRGINICA, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,8 @@ def test_config_errors_exit_with_a_clear_message(iris_dir: Path, tmp_path: Path)
             str(iris_dir),
             "--config",
             str(config),
+            "--public-key",
+            str(PUBLIC_KEY[0]),
         ],
         capture_output=True,
         text=True,
