@@ -22,13 +22,16 @@ COPY pyproject.toml ./
 COPY scripts/requirements.py ./scripts/
 RUN python scripts/requirements.py operator > operator.txt && python scripts/requirements.py server > server.txt
 
+# A current pip first: bookworm's (23.0) backtracks for minutes over today's metadata.
 FROM python AS operator-deps
 COPY --from=requirements /src/operator.txt /tmp/requirements.txt
-RUN python -m venv /venv && /venv/bin/pip install -r /tmp/requirements.txt
+RUN python -m venv /venv && /venv/bin/pip install --quiet --upgrade "pip>=24.2" \
+ && /venv/bin/pip install -r /tmp/requirements.txt
 
 FROM python AS server-deps
 COPY --from=requirements /src/server.txt /tmp/requirements.txt
-RUN python -m venv /venv && /venv/bin/pip install -r /tmp/requirements.txt
+RUN python -m venv /venv && /venv/bin/pip install --quiet --upgrade "pip>=24.2" \
+ && /venv/bin/pip install -r /tmp/requirements.txt
 
 # The sources alone, on scratch: every COPY layer holds only them (cheap with buildah's vfs driver).
 FROM scratch AS source

@@ -358,7 +358,7 @@ for _resource in CHILD_RESOURCES:
 @kopf.on.event("", "v1", "pods", labels=OWNED,
                when=lambda body, **_: reports_fetch(body) or stopped_being_ready(body))
 async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    """Refresh the owner's status (ParametersVerified) when a pod's fetch container reports or its server stops being ready."""
+    """Refresh the owner's status when a pod's fetch container reports or its server stops being ready."""
     if type is not None:
         await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
 

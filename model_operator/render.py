@@ -278,7 +278,7 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str, trust: Trus
 
 
 def spec_hash(pod_spec: dict[str, Any], config: dict[str, str]) -> str:
-    """A short digest of everything the pods run with (pod spec, server.yaml, trust.json), so any change rolls them out."""
+    """A short digest of what the pods run with (pod spec, server.yaml, trust.json): any change rolls them out."""
     blob = json.dumps({"pod": pod_spec, "config": config}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -155,4 +155,5 @@ async def webhook_configuration_changed(memo: kopf.Memo, type: str | None, **_: 
     """Put the CA (and URL or Service) back when the configurations are re-created or edited."""
     web: WebhookSettings = memo.webhook
     if type != "DELETED":
-        await _state(memo).kube.point_webhooks(web.configuration, memo.webhook_ca, web.url, (web.service, web.namespace))
+        kube = _state(memo).kube
+        await kube.point_webhooks(web.configuration, memo.webhook_ca, web.url, (web.service, web.namespace))

@@ -174,7 +174,7 @@ def sign(
     if signing_certificate is not None and password:
         raise VerificationError(PRIVATE_KEY_INVALID, "the certificate method takes an unencrypted private key")
     if signing_certificate is not None and not chain:
-        raise VerificationError(UNSUPPORTED_SIGNATURE, "model_signing's certificate method needs a certificate "
+        raise VerificationError(PRIVATE_KEY_INVALID, "model_signing's certificate method needs a certificate "
                                 "chain: give the issuing CA certificates (e.g. the root) as the chain")
     load_private_key(private_key_path, password)
     ignored = _ignored(model_dir, signature)

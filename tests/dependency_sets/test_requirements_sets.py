@@ -91,11 +91,14 @@ def test_server_set_pulls_in_no_kubernetes_client() -> None:
     assert not _pulled_in("server") & KUBERNETES_LIBRARIES
 
 
-def test_operator_set_pulls_in_no_serving_or_signing_library() -> None:
-    assert names(dependency_set("operator")) == {"click", "pydantic", "pyyaml", "kopf", "kubernetes",
-                                                 *GUARDRAILS_LIBRARIES}
+def test_operator_set_verifies_signatures_but_pulls_in_no_serving_library() -> None:
+    direct = names(dependency_set("operator"))
+    assert {"click", "pydantic", "pyyaml", "kopf", "kubernetes", *GUARDRAILS_LIBRARIES} <= direct
+    # admission: fetch and verify the signature, compile the policies
+    assert direct - {"kopf", "kubernetes"} == names(dependency_set("fetch")) | set(GUARDRAILS_LIBRARIES)
     pulled = _pulled_in("operator")
-    assert not pulled & (SERVING_LIBRARIES | {"model-signing", "boto3", "httptools", "uvloop"}), pulled
+    assert "model-signing" in pulled
+    assert not pulled & (SERVING_LIBRARIES | {"httptools", "uvloop"}), pulled
 
 
 @pytest.mark.parametrize("extra", sorted(IMAGE_CODE))

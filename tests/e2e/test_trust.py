@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, bucket: Bucket) -> Artif
     _sign_archive(model, out, "iris-next", keys=following)
     _sign_archive(model, out, "stranger", keys=stranger)
     _sign_archive(model, out, "unsigned")
-    _sign_archive(model, out, "release", certificate=release)
-    _sign_archive(model, out, "intern", certificate=intern)
-    _sign_archive(model, out, "impostor", certificate=impostor)
+    _sign_archive(model, out, "release", certificate=release, chain=(ca.cert,))
+    _sign_archive(model, out, "intern", certificate=intern, chain=(ca.cert,))
+    _sign_archive(model, out, "impostor", certificate=impostor, chain=(rogue.cert,))
     _sign_archive(guarded, out, "guarded", keys=current)
     retrained = train(work / "retrained")
     (retrained / "NOTES").write_text("another tree, another manifest digest\n")
-    signing.sign(retrained, current.private, out / "swap.sig")
+    _sign_archive(retrained, out, "swap", keys=current)  # validly signed by a trusted key, but not what was admitted
     prefix = f"trust-{uuid.uuid4().hex[:8]}"
     s3 = bucket.client()
     for path in sorted(out.iterdir()):
@@ -128,8 +129,13 @@ def _policy(name: str, mode: str, selector_value: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def policies(devcluster: Cluster, operator: str, artifacts: Artifacts, api: client.ApiClient) -> dict[str, str]:
+def policies(devcluster: Cluster, operator: str, artifacts: Artifacts) -> Iterator[dict[str, str]]:
     """An enforcing and a warning ModelTrustPolicy, their keys in a Secret and roots in a ConfigMap."""
+    with devcluster.api_client() as api:
+        yield from _policies(devcluster, artifacts, api)
+
+
+def _policies(devcluster: Cluster, artifacts: Artifacts, api: client.ApiClient) -> Iterator[dict[str, str]]:
     core = client.CoreV1Api(api)
     run = artifacts.prefix
     names = {"enforce": f"{run}-enforce", "warn": f"{run}-warn"}
@@ -243,9 +249,11 @@ def test_the_admitted_digest_is_pinned_and_a_swapped_signature_is_refused_by_the
     assert stored["spec"]["parameters"]["sha256"] == digest.removeprefix("sha256:")
     wait_for(lambda: _serving(api, enforced, "pinned"), "the pinned model to serve", timeout=180)
     s3 = bucket.client()
-    key = f"{artifacts.prefix}/iris.tar.gz.sig"
-    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": f"{artifacts.prefix}/swap.sig"})
+    names = {f"{artifacts.prefix}/iris.tar.gz": f"{artifacts.prefix}/swap.tar.gz",
+             f"{artifacts.prefix}/iris.tar.gz.sig": f"{artifacts.prefix}/swap.tar.gz.sig"}
+    originals = {key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in names}
+    for key, replacement in names.items():  # another version, signed by a trusted key, swapped in
+        s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": replacement})
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "modeldeploy.io", "v1alpha1", enforced, "modeldeployments", "pinned", {"spec": {"replicas": 2}},
@@ -256,7 +264,8 @@ def test_the_admitted_digest_is_pinned_and_a_swapped_signature_is_refused_by_the
         assert refused
         assert len(ready_endpoints(api, enforced, "pinned")) == 1  # the admitted pod keeps serving
     finally:
-        s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+        for key, data in originals.items():
+            s3.put_object(Bucket=BUCKET, Key=key, Body=data)
 
 
 def test_signed_guardrails_apply_first_and_the_spec_cannot_remove_them(

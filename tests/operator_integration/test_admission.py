@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from devcluster.cluster import Cluster
-from modeldeploy.contract import api
+from devcluster.localrun import WEBHOOKS
+from modeldeploy.contract import api, trust
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -23,8 +24,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def crd_installed(devcluster: Cluster) -> None:
+    """Only the CRDs: the operator's webhooks (left by an earlier install) are removed, so the schema answers."""
+    devcluster.kubectl_run("delete", "--ignore-not-found", f"mutatingwebhookconfiguration/{WEBHOOKS}",
+                           f"validatingwebhookconfiguration/{WEBHOOKS}")
     devcluster.kubectl_run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    devcluster.kubectl_run("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
+    devcluster.kubectl_run("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}",
+                           f"crd/{trust.TRUST_PLURAL}.{api.GROUP}", "--timeout=60s")
 
 
 def model_deployment(namespace: str, **spec: Any) -> str:
@@ -70,3 +75,19 @@ def test_a_misspelt_field_is_refused_by_strict_field_validation(
 ) -> None:
     result = devcluster.kubectl_run("apply", "-f", "-", stdin=model_deployment(namespace, replica=2), check=False)
     assert result.returncode != 0 and 'unknown field "spec.replica"' in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("signer", "message"), [
+    ({"name": "both", "publicKey": {"secretName": "k", "key": "a.pem"},
+      "certificate": {"roots": {"secretName": "k", "key": "ca.pem"}}}, "a signer is exactly one of publicKey or certificate"),
+    ({"name": "neither"}, "a signer is exactly one of publicKey or certificate"),
+    ({"name": "two-sources", "publicKey": {"secretName": "k", "configMapName": "c", "key": "a.pem"}},
+     "name exactly one of secretName or configMapName"),
+])
+def test_a_trust_policy_signer_is_exactly_one_kind_from_exactly_one_source(
+    devcluster: Cluster, crd_installed: None, signer: dict[str, Any], message: str,
+) -> None:
+    policy = {"apiVersion": api.API_VERSION, "kind": trust.TRUST_KIND, "metadata": {"name": "refused"},
+              "spec": {"mode": "enforce", "signers": [signer]}}
+    result = devcluster.kubectl_run("apply", "-f", "-", stdin=yaml.safe_dump(policy), check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -12,6 +12,7 @@ Garbage collection, the Deployment controller and admission are the real ones.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -249,18 +250,18 @@ def test_invalid_specs_are_rejected_with_a_readable_message(
     assert result.stderr.startswith('The ModelDeployment "bad" is invalid:'), result.stderr
 
 
-def test_spec_the_api_server_admits_but_the_operator_cannot_render_is_reported(
+def test_a_spec_the_schema_admits_but_the_server_would_refuse_is_refused_by_the_validating_webhook(
     operator: OperatorProcess, api: client.ApiClient, namespace: str,
 ) -> None:
-    # An override-to-null that also has an expression: the server refuses it, CEL cannot see `value`.
+    # An override-to-null that also has an expression: CEL in the CRD cannot see the untyped `value`;
+    # the operator's validating webhook parses the spec with the contract's types and says why.
     policy = {"name": "p", "when": "true", "action": "override", "value": None, "expression": "1.0"}
-    create(api, namespace, model_deployment("iris", policies=[policy]))
-    md = wait_for(lambda: (m := get_md(api, namespace, "iris")) and condition(m, "Ready") and m, "a Ready condition")
-    ready = condition(md, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "SpecInvalid")
-    assert "an override policy needs exactly one of value or expression" in ready["message"]
-    assert wait_for(lambda: [e for e in events(api, namespace, "iris") if e.reason == "SpecInvalid" and e.type == "Warning"],
-                    "a SpecInvalid warning event")
+    with pytest.raises(ApiException) as refused:
+        create(api, namespace, model_deployment("iris", policies=[policy]))
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert 'admission webhook "validate.modeldeployments.modeldeploy.io" denied the request' in message
+    assert "an override policy needs exactly one of value or expression" in message
     assert client.AppsV1Api(api).list_namespaced_deployment(namespace).items == []
 
 
@@ -283,8 +284,11 @@ def report_fetch(api: client.ApiClient, namespace: str, pod: str, record: Termin
 
 
 def get_md_columns(devcluster: Any, namespace: str) -> dict[str, str]:
-    lines = devcluster.kubectl_run("-n", namespace, "get", "md").stdout.splitlines()
-    return dict(zip(lines[0].split(), lines[1].split()))
+    """`kubectl get md`'s one row by column, cut at the header's offsets (an empty cell stays a column)."""
+    header, row = devcluster.kubectl_run("-n", namespace, "get", "md").stdout.splitlines()[:2]
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    cells = [row[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+    return dict(zip(header.split(), cells, strict=True))
 
 
 def test_status_conditions_and_printer_columns(
@@ -298,7 +302,7 @@ def test_status_conditions_and_printer_columns(
     assert condition(md, "Progressing")["status"] == "True"
     pods = wait_for(lambda: len(names := pod_names(api, namespace)) == 2 and names, "two Pending pods")
     columns = wait_for(lambda: (c := get_md_columns(devcluster, namespace)).get("VERIFIED") and c, "kubectl get md")
-    assert list(columns) == ["NAME", "MODEL", "VERSION", "READY", "VERIFIED", "STATUS", "AGE"]
+    assert list(columns) == ["NAME", "MODEL", "VERSION", "READY", "VERIFIED", "SIGNER", "STATUS", "AGE"]
     assert (columns["NAME"], columns["MODEL"], columns["VERSION"], columns["READY"]) == ("iris", "iris", "1.0.0", "0/2")
     assert columns["VERIFIED"] == "Unknown"
 
@@ -313,13 +317,15 @@ def test_status_conditions_and_printer_columns(
     assert wait_for(lambda: [e for e in events(api, namespace, "iris") if e.reason == "KeyMismatch" and e.type == "Warning"],
                     "a KeyMismatch warning event")
 
-    good = termination_record("s3://models/iris/1.0.0/", VerifiedModel(FINGERPRINT, "sha256:" + "cd" * 32, {"m": "0"}), None)
+    good = termination_record("s3://models/iris/1.0.0/", VerifiedModel(
+        FINGERPRINT, "sha256:" + "cd" * 32, {"m": "0"}, signer=FINGERPRINT), None)
     report_fetch(api, namespace, pods[1], good, exit_code=0)
     md = wait_for(lambda: (m := get_md(api, namespace, "iris")) and condition(m, "ParametersVerified")["status"] == "True" and m,
                   "ParametersVerified=True")
     assert md["status"]["verification"]["keyFingerprint"] == FINGERPRINT
     assert md["status"]["verification"]["manifestDigest"] == "sha256:" + "cd" * 32
     assert get_md_columns(devcluster, namespace)["VERIFIED"] == "True"
+    assert get_md_columns(devcluster, namespace)["SIGNER"] == FINGERPRINT
 
 
 def test_restarting_the_operator_changes_nothing(operator: OperatorProcess, api: client.ApiClient, namespace: str) -> None:
@@ -377,8 +383,9 @@ def test_delete_removes_everything(operator: OperatorProcess, api: client.ApiCli
 def test_operator_identity_is_least_privilege(devcluster: Any, operator: OperatorProcess) -> None:
     identity = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
     allowed = ["patch deployments.apps", "create services", "patch modeldeployments.modeldeploy.io/status",
-               "watch pods", "create events"]
-    denied = ["get secrets", "delete deployments.apps", "update deployments.apps", "create pods",
+               "watch pods", "create events", "get secrets", "list modeltrustpolicies.modeldeploy.io"]
+    # admission reads a ModelDeployment's key and credentials Secrets by name: it can never enumerate them
+    denied = ["list secrets", "watch secrets", "delete deployments.apps", "update deployments.apps", "create pods",
               "delete modeldeployments.modeldeploy.io", "create clusterroles.rbac.authorization.k8s.io"]
     for verb_resource in allowed:
         result = devcluster.kubectl_run("auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
