@@ -109,9 +109,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         ModelCardError: model.yaml is missing or invalid (nothing to serve).
     """
     card = load_model_card(settings.model_dir)
-    model = ServedModel(card, settings.model_dir, settings.policies, settings.public_key)
+    model = ServedModel(card, settings.model_dir, settings.policies, settings.public_key, settings.trust)
     metrics = Metrics()
-    dataplane = DataPlane(model, metrics, settings.max_batch_size, settings.policy_timeout_seconds)
+    dataplane = DataPlane(
+        model, metrics, settings.max_batch_size, settings.policy_timeout_seconds, settings.recheck_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

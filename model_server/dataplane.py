@@ -2,9 +2,10 @@
 
 Owns input validation against the model card, batching predictions through a worker
 thread, applying policies in a thread of their own within a per-request time budget (so
-an expensive policy never stalls the event loop and the probes), and counting policy
-hits. No HTTP: routes adapt requests to these calls and errors surface as
-`model_server.errors` exceptions.
+an expensive policy never stalls the event loop and the probes), counting policy hits,
+and the integrity timer: every `recheck_seconds` the served files are hashed again in a
+worker thread, until a recheck fails. No HTTP: routes adapt requests to these calls and
+errors surface as `model_server.errors` exceptions.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from model_server.errors import (
 from model_server.metrics import Metrics
 from model_server.model import ServedModel
 from model_server.modelcard import input_model, output_model, request_adapter, request_schema
+from modeldeploy.contract.pod import ReadinessReport
 from modeldeploy.contract.validation import error_lines
 from modeldeploy.guardrails import EvaluationFailed, Rejected
 
@@ -51,41 +53,69 @@ class DataPlane:
     """Serves one model: the only model in this server's directory."""
 
     def __init__(
-        self, model: ServedModel, metrics: Metrics, max_batch_size: int, policy_timeout: float = 1.0
+        self,
+        model: ServedModel,
+        metrics: Metrics,
+        max_batch_size: int,
+        policy_timeout: float = 1.0,
+        recheck_seconds: float = 0.0,
     ) -> None:
         self.model = model
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.policy_timeout = policy_timeout
+        self.recheck_seconds = recheck_seconds  # 0: never
         # cel-python's programs share state: every evaluation runs in this one thread
         self.policy_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policies")
         self.input_row = input_model(model.card)
         self.output_row = output_model(model.card)
         self.body_adapter = request_adapter(self.input_row, max_batch_size)
         self.rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[self.input_row])  # type: ignore[name-defined]
-        self.batcher: MicroBatcher | None = None
+        self.batcher = MicroBatcher(self._predict_loaded, max_rows=max_batch_size)
         self.load_task: asyncio.Task[None] | None = None
+        self.recheck_task: asyncio.Task[None] | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the batcher and load the model in the background (probes answer meanwhile)."""
         self.metrics.model_ready.labels(self.model.name).set(0)
+        self.batcher.start()  # before loading: a model that is loaded can predict at once
         self.load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
         await asyncio.to_thread(self.model.load)
+        name = self.model.name
         if self.model.load_seconds is not None:
-            self.metrics.load_seconds.labels(self.model.name).set(self.model.load_seconds)
-        if self.model.predictor is not None:
-            self.batcher = MicroBatcher(self.model.predictor.predict, max_rows=self.max_batch_size)
-            self.batcher.start()
-        self.metrics.model_ready.labels(self.model.name).set(1 if self.model.ready else 0)
+            self.metrics.load_seconds.labels(name).set(self.model.load_seconds)
+        self.metrics.model_ready.labels(name).set(1 if self.model.ready else 0)
+        self.metrics.parameters_verified.labels(name).set(1 if self.model.loaded else 0)
+        if self.model.loaded and self.recheck_seconds > 0:
+            self.recheck_task = asyncio.get_running_loop().create_task(self._recheck_until_it_fails())
+
+    async def _recheck_until_it_fails(self) -> None:
+        """Every `recheck_seconds`, hash the served files in a worker thread; stop at the first mismatch."""
+        name = self.model.name
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            if not await asyncio.to_thread(self.model.recheck):
+                self.metrics.integrity_checks.labels(name, "failed").inc()
+                self.metrics.parameters_verified.labels(name).set(0)
+                self.metrics.model_ready.labels(name).set(0)
+                return
+            self.metrics.integrity_checks.labels(name, "ok").inc()
+
+    def _predict_loaded(self, rows: list[Row]) -> list[Row]:
+        """In the batcher's thread: the loaded model's predictions (`predict` checks it is loaded)."""
+        assert self.model.predictor is not None
+        return self.model.predictor.predict(rows)
 
     async def stop(self) -> None:
         if self.load_task is not None:
             await asyncio.gather(self.load_task, return_exceptions=True)
-        if self.batcher is not None:
-            await self.batcher.stop()
+        if self.recheck_task is not None:
+            self.recheck_task.cancel()
+            await asyncio.gather(self.recheck_task, return_exceptions=True)
+        await self.batcher.stop()
         self.policy_executor.shutdown(wait=False, cancel_futures=True)
 
     def drain(self) -> None:
@@ -103,6 +133,9 @@ class DataPlane:
     def ready(self) -> bool:
         return self.model.ready
 
+    def readiness(self) -> ReadinessReport:
+        return self.model.readiness()
+
     def get_model(self, name: str) -> ServedModel:
         """The served model called `name`.
 
@@ -114,7 +147,7 @@ class DataPlane:
         return self.model
 
     def metadata(self, name: str) -> dict[str, Any]:
-        """Card, input/output JSON Schema, an example input and the policy names."""
+        """Card, input/output JSON Schema, an example input and the policies (name, source, action)."""
         model = self.get_model(name)
         card = model.card
         return {
@@ -125,7 +158,7 @@ class DataPlane:
             "inputSchema": request_schema(self.input_row, self.max_batch_size),
             "outputSchema": self.output_row.model_json_schema(),
             "example": card.example_input(),
-            "policies": model.policies.names,
+            "policies": model.policies.describe(),
             "status": model.status(),
         }
 
@@ -163,7 +196,7 @@ class DataPlane:
             ModelNotReady, PolicyRejected, PredictionFailed.
         """
         name = model.name
-        if not model.loaded or self.batcher is None:
+        if not model.loaded:
             raise ModelNotReady(f"model {name!r} is not ready ({model.state.value.lower()})")
         try:
             outputs = await self.batcher.submit(rows)
@@ -194,13 +227,15 @@ class DataPlane:
             try:
                 applied = model.policies.apply(row, output, deadline)
             except Rejected as rejection:
-                self.metrics.policy_hits.labels(name, rejection.policy, "reject").inc()
+                self.metrics.policy_hits.labels(name, rejection.policy, rejection.source, "reject").inc()
                 at = {"index": index} if len(rows) > 1 else {}
-                raise PolicyRejected(str(rejection), policy=rejection.policy, **at) from rejection
+                raise PolicyRejected(str(rejection), policy=rejection.policy, source=rejection.source,
+                                     **at) from rejection
             except EvaluationFailed as failure:
-                raise PolicyFailed(str(failure), policy=failure.policy, index=index) from failure
+                raise PolicyFailed(str(failure), policy=failure.policy, source=failure.source,
+                                   index=index) from failure
             for hit in applied:
-                self.metrics.policy_hits.labels(name, hit.policy, hit.action).inc()
+                self.metrics.policy_hits.labels(name, hit.policy, hit.source, hit.action).inc()
             results.append(Prediction(output, [hit.as_dict() for hit in applied]))
         return results
 

@@ -1,7 +1,8 @@
 """Prometheus metrics of one server, in a registry of its own (so apps in tests don't collide).
 
 Request counts and latency per model, endpoint and status; model load time and readiness;
-policy hits per policy and action; requests in flight.
+whether the served files match their signature, and the rechecks' results; policy hits per
+policy, source (signed or spec) and action; requests in flight.
 """
 
 from __future__ import annotations
@@ -38,10 +39,22 @@ class Metrics:
         self.model_ready = Gauge(
             "modeldeploy_model_ready", "1 when the model is ready to serve.", ["model"], registry=self.registry
         )
+        self.parameters_verified = Gauge(
+            "modeldeploy_parameters_verified",
+            "1 while the served parameters match their signature (verified at load, then at every recheck).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.integrity_checks = Counter(
+            "modeldeploy_integrity_checks",
+            "Rechecks of the served files against the signed manifest, by result (ok or failed).",
+            ["model", "result"],
+            registry=self.registry,
+        )
         self.policy_hits = Counter(
             "modeldeploy_policy_hits",
-            "Predictions a policy acted on, by policy and action.",
-            ["model", "policy", "action"],
+            "Predictions a policy acted on, by policy, its source (signed or spec) and action.",
+            ["model", "policy", "source", "action"],
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}

@@ -21,6 +21,7 @@ from model_server.app import create_app
 from model_server.dataplane import DataPlane
 from model_server.modelcard import ModelCardError
 from model_server.settings import SettingsError, load_settings
+from modeldeploy.params.cli import public_key_option, trust_option
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +54,29 @@ class DrainingServer(uvicorn.Server):
 @click.option(
     "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="server.yaml"
 )
-@click.option(
-    "--public-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PEM EC public key MODEL_DIR/model.sig must verify with before anything loads (or publicKey in server.yaml).",
-)
+@public_key_option
+@trust_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
-    model_dir: Path, config_file: Path | None, public_key: Path | None, host: str, port: int, log_level: str
+    model_dir: Path,
+    config_file: Path | None,
+    public_key: Path | None,
+    trust: Path | None,
+    host: str,
+    port: int,
+    log_level: str,
 ) -> None:
-    """Serve the model in MODEL_DIR (a verified parameters directory with model.yaml)."""
+    """Serve the model in MODEL_DIR (a parameters directory with model.yaml), once model.sig verifies with
+    the --public-key or a signer of the --trust."""
+    if (public_key is None) == (trust is None):
+        raise click.UsageError("give exactly one of --public-key or --trust")
     logs.configure(getattr(logging, log_level.upper()))
     try:
-        settings = load_settings(model_dir, config_file, public_key)
+        settings = load_settings(model_dir, config_file, public_key, trust)
         app = create_app(settings)
     except (SettingsError, ModelCardError) as err:
         raise click.ClickException(str(err)) from err

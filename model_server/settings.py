@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
 from modeldeploy.contract.pod import ServerConfig
 from modeldeploy.contract.validation import error_lines
@@ -20,10 +20,21 @@ class ServerSettings(ServerConfig):
     """What `modeldeploy serve` runs with: `server.yaml` (the contract's `ServerConfig`) plus its command line."""
 
     model_dir: Path
-    public_key: Path | None = None  # the key model.sig must verify with at load; no key, no load
+    # whom model.sig must be signed by (one of them): a PEM EC public key, or a trust.json (TrustBundle);
+    # neither: nothing loads
+    public_key: Path | None = None
+    trust: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_trust(self) -> ServerSettings:
+        if self.public_key is not None and self.trust is not None:
+            raise ValueError("give a public key or a trust file, not both")
+        return self
 
 
-def load_settings(model_dir: Path, config: Path | None = None, public_key: Path | None = None) -> ServerSettings:
+def load_settings(
+    model_dir: Path, config: Path | None = None, public_key: Path | None = None, trust: Path | None = None
+) -> ServerSettings:
     """Settings for `model_dir`, with the config file's keys if one is given.
 
     Raises:
@@ -41,6 +52,8 @@ def load_settings(model_dir: Path, config: Path | None = None, public_key: Path 
         overrides: dict[str, Any] = {"modelDir": model_dir}
         if public_key is not None:
             overrides["publicKey"] = public_key
+        if trust is not None:
+            overrides["trust"] = trust
         return ServerSettings.model_validate({**document, **overrides})
     except ValidationError as err:
         raise SettingsError(f"{config}: {'; '.join(error_lines(err))}") from err

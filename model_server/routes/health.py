@@ -1,4 +1,8 @@
-"""Kubernetes probes: liveness, readiness and startup under `/api/health` (200 good, 503 not)."""
+"""Kubernetes probes: liveness, readiness and startup under `/api/health` (200 good, 503 not).
+
+Readiness answers the contract's `ReadinessReport` (ready, reason, message, failedFiles): the
+operator reads it from a pod that stopped being ready.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from starlette.responses import Response
 
 from model_server.dataplane import DataPlane
 from model_server.routes.responses import json_response
+from modeldeploy.contract.pod import ReadinessReport
 
 
 def register(app: FastAPI, dataplane: DataPlane) -> None:
@@ -20,9 +25,15 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
     async def health() -> Response:
         return probe(dataplane.live(), "HEALTHY", "NOT_HEALTHY")
 
-    @app.get("/api/health/ready", tags=["health"], summary="Readiness: loaded, policies compiled, not draining")
+    @app.get(
+        "/api/health/ready",
+        tags=["health"],
+        summary="Readiness: loaded, policies compiled, files as signed, not draining; says why not",
+        responses={code: {"model": ReadinessReport} for code in (200, 503)},
+    )
     async def ready() -> Response:
-        return probe(dataplane.ready(), "READY", "NOT_READY")
+        report = dataplane.readiness()
+        return json_response(report.model_dump(by_alias=True, mode="json"), 200 if report.ready else 503)
 
     @app.get("/api/health/startup", tags=["health"], summary="Startup: loading has finished")
     async def startup() -> Response:

@@ -247,7 +247,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         "/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=openapi_responses({"type": "object"}, 404)
     )
     async def model_metadata(name: str) -> Response:
-        dataplane.get_model(name)
+        model = dataplane.get_model(name)
         return json_response(
             {
                 "name": card.name,
@@ -255,6 +255,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
                 "platform": card.flavor,
                 "inputs": tensor_meta(card.inputs),
                 "outputs": tensor_meta(card.outputs),
+                "parameters": {"policies": model.policies.describe()},
             }
         )
 

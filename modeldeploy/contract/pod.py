@@ -195,10 +195,13 @@ class SignedPolicies(BaseModel):
 
 
 class ReadinessReport(BaseModel):
-    """The body of the server's readiness answer (HEALTH_READY): why it is (not) ready.
+    """The body of the server's readiness answer (HEALTH_READY, 200 when `ready`, else 503): why it is (not) ready.
 
-    The operator reads it from a pod whose server stopped being ready, so a failed integrity
-    recheck shows up as `ParametersVerified=False` with the verification reason.
+    `reason` is `Serving` when ready, else `Loading`, `Draining`, why the load failed
+    (`LoadFailed`, `PolicyConflict`, `SpecInvalid` or a verification reason), or `FilesDiffer`
+    once a recheck (`ServerConfig.recheck_seconds`) found the served files changed; that one
+    stays until the pod is replaced. The operator reads it from a pod whose server stopped being
+    ready, so a failed integrity recheck shows up as `ParametersVerified=False` with the reason.
     """
 
     model_config = ConfigDict(populate_by_name=True, frozen=True)

@@ -58,3 +58,10 @@ ROLLOUT_COMPLETE: Final = "RolloutComplete"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 NO_PODS: Final = "NoPods"
 PENDING: Final = "Pending"
+
+# The server's readiness (ReadinessReport.reason): SERVING when ready; otherwise one of these, a
+# verification reason (at load, or FilesDiffer from a recheck), POLICY_CONFLICT, or SPEC_INVALID (a spec
+# policy the server cannot apply to this model).
+LOADING: Final = "Loading"  # the model is still loading
+DRAINING: Final = "Draining"  # shutting down: requests already accepted finish
+LOAD_FAILED: Final = "LoadFailed"  # the flavor could not load the verified parameters

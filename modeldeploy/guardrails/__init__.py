@@ -5,25 +5,35 @@ Above the contract (its `Policy`) and beside `modeldeploy.params`; needs cel-pyt
 """
 
 from modeldeploy.guardrails.policies import (
+    SIGNED,
+    SPEC,
     Applied,
     CompiledPolicies,
     EvaluationFailed,
+    Guardrails,
     ModelIO,
+    PolicyConflict,
     PolicyError,
     PolicySet,
     PolicyViolation,
     Rejected,
+    Source,
     compile_policies,
 )
 
 __all__ = [
+    "SIGNED",
+    "SPEC",
     "Applied",
     "CompiledPolicies",
     "EvaluationFailed",
+    "Guardrails",
     "ModelIO",
+    "PolicyConflict",
     "PolicyError",
     "PolicySet",
     "PolicyViolation",
     "Rejected",
+    "Source",
     "compile_policies",
 ]

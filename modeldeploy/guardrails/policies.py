@@ -13,6 +13,13 @@ policies are evaluated from one thread only: the dry run before the model is rea
 the server's policy thread (never the event loop), within a per-request deadline checked
 before every evaluation. A policy that cannot be evaluated on an input fails closed with
 `EvaluationFailed`, naming the policy.
+
+A model's `Guardrails` are two sets: the signed policies (the `policies.yaml` of its signed
+tree) and the spec's (`server.yaml`). The spec's add to the signed ones and cannot remove
+or weaken them: no spec policy may have a signed one's name (`PolicyConflict`), the signed
+policies run first, and when a spec policy changed the prediction they run again on the
+result, so no spec override undoes a signed clamp or reject. Everything that names a
+policy says its `source` (`signed` or `spec`).
 """
 
 from __future__ import annotations
@@ -20,29 +27,38 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import celpy
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from modeldeploy.contract.pod import SIGNED_POLICIES as SIGNED_POLICIES_FILE
 from modeldeploy.contract.spec import Policy
 from modeldeploy.guardrails.cel import COMPILING, compile_problem, describe, environment, to_python
 
 Row = dict[str, Any]
+Source = Literal["signed", "spec"]
+SIGNED: Final = "signed"  # from the model's signed tree (policies.yaml)
+SPEC: Final = "spec"  # from the ModelDeployment's spec (server.yaml)
 
 
 class PolicyError(ValueError):
     """The policy configuration is invalid; the message names the policy and the problem."""
 
 
-class PolicyViolation(Exception):
-    """A prediction the policies do not let through; `policy` names the deciding one (None: the time ran out)."""
+class PolicyConflict(PolicyError):
+    """A spec policy has the name of a signed one: it would replace a signed guardrail."""
 
-    def __init__(self, message: str, policy: str | None) -> None:
+
+class PolicyViolation(Exception):
+    """A prediction the policies do not let through; `policy` and `source` name the deciding one."""
+
+    def __init__(self, message: str, policy: str, source: Source) -> None:
         super().__init__(message)
         self.policy = policy
+        self.source = source
 
 
 class Rejected(PolicyViolation):
@@ -80,6 +96,7 @@ class Applied:
     """What one policy did to one prediction (reported in the response)."""
 
     policy: str
+    source: Source
     action: str
     field: str
     original: Any
@@ -89,6 +106,7 @@ class Applied:
     def as_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
+            "source": self.source,
             "action": self.action,
             "field": self.field,
             "original": self.original,
@@ -114,6 +132,7 @@ class CompiledPolicy:
     """A policy with its CEL programs compiled, not yet tied to a model."""
 
     spec: Policy
+    source: Source
     when: celpy.Runner
     expression: celpy.Runner | None
 
@@ -130,7 +149,7 @@ def _compile(env: celpy.Environment, name: str, key: str, source: str) -> celpy.
         raise PolicyError(f"policy {name!r}: invalid CEL in {key!r} ({source!r}): {compile_problem(err)}") from err
 
 
-def compile_policies(policies: Sequence[Policy]) -> CompiledPolicies:
+def compile_policies(policies: Sequence[Policy], source: Source = SPEC) -> CompiledPolicies:
     """Compile every policy's CEL (what the server and the operator's admission both run).
 
     Raises:
@@ -147,7 +166,7 @@ def compile_policies(policies: Sequence[Policy]) -> CompiledPolicies:
             seen.add(spec.name)
             when = _compile(env, spec.name, "when", spec.when)
             expression = _compile(env, spec.name, "expression", spec.expression) if spec.expression else None
-            compiled.append(CompiledPolicy(spec, when, expression))
+            compiled.append(CompiledPolicy(spec, source, when, expression))
     return CompiledPolicies(tuple(compiled))
 
 
@@ -197,13 +216,22 @@ class BoundPolicy:
     def spec(self) -> Policy:
         return self.compiled.spec
 
+    @property
+    def source(self) -> Source:
+        return self.compiled.source
+
     def matches(self, activation: dict[str, Any]) -> bool:
         result = self.compiled.when.evaluate(activation)
         if not isinstance(result, celtypes.BoolType):
             raise EvaluationFailed(
-                f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool", self.spec.name
+                f"policy {self.spec.name!r}: 'when' gave {type(result).__name__}, not a bool", self.spec.name,
+                self.source,
             )
         return bool(result)
+
+    def failed(self, problem: str) -> EvaluationFailed:
+        """The failure of this policy on an input."""
+        return EvaluationFailed(f"policy {self.spec.name!r} failed: {problem}", self.spec.name, self.source)
 
     def act(self, activation: dict[str, Any], prediction: Row) -> Applied:
         """Apply the action to `prediction` in place and say what changed.
@@ -214,7 +242,7 @@ class BoundPolicy:
         """
         spec = self.spec
         if spec.action == "reject":
-            raise Rejected(spec.message or f"rejected by policy {spec.name!r}", spec.name)
+            raise Rejected(spec.message or f"rejected by policy {spec.name!r}", spec.name, self.source)
         assert self.field is not None
         original = prediction[self.field.name]
         if spec.action == "override":
@@ -222,7 +250,8 @@ class BoundPolicy:
             value = to_python(expression.evaluate(activation)) if expression else spec.value
             if not _fits(self.field, value):
                 raise EvaluationFailed(
-                    f"policy {spec.name!r}: override value {value!r} is not a valid {self.field.name!r}", spec.name
+                    f"policy {spec.name!r}: override value {value!r} is not a valid {self.field.name!r}", spec.name,
+                    self.source,
                 )
         else:
             value = original
@@ -233,7 +262,7 @@ class BoundPolicy:
             if self.field.type == "integer":
                 value = int(value)
         prediction[self.field.name] = value
-        return Applied(spec.name, spec.action, self.field.name, original, value, spec.message)
+        return Applied(spec.name, self.source, spec.action, self.field.name, original, value, spec.message)
 
 
 class PolicySet:
@@ -264,22 +293,57 @@ class PolicySet:
         if not self.policies:
             return []
         applied = []
-        name = self.policies[0].spec.name
+        policy = self.policies[0]
         try:
             activation = {"input": json_to_cel(row), "prediction": json_to_cel(prediction)}
             for policy in self.policies:
-                name = policy.spec.name
                 if deadline is not None and time.monotonic() > deadline:
                     raise EvaluationFailed(
-                        f"policy {name!r} not evaluated: the policies ran out of policyTimeoutSeconds", name
+                        f"policy {policy.spec.name!r} not evaluated: the policies ran out of policyTimeoutSeconds",
+                        policy.spec.name, policy.source,
                     )
                 if policy.matches(activation):
                     applied.append(policy.act(activation, prediction))
                     activation["prediction"] = json_to_cel(prediction)
         except CELEvalError as err:
-            raise EvaluationFailed(f"policy {name!r} failed: {describe(err)}", name) from err
+            raise policy.failed(describe(err)) from err
         except (ValueError, TypeError, OverflowError, ArithmeticError) as err:  # a value CEL cannot hold
-            raise EvaluationFailed(f"policy {name!r} failed: {type(err).__name__}: {err}", name) from err
+            raise policy.failed(f"{type(err).__name__}: {err}") from err
+        return applied
+
+
+class Guardrails:
+    """A model's policies: the signed ones, then the spec's, then the signed ones again if the spec's changed anything.
+
+    Raises:
+        PolicyConflict: a spec policy has the name of a signed one.
+    """
+
+    def __init__(self, signed: PolicySet, spec: PolicySet) -> None:
+        clashing = sorted(set(signed.names) & set(spec.names))
+        if clashing:
+            raise PolicyConflict(
+                f"spec policies {', '.join(map(repr, clashing))} have the names of signed guardrails "
+                f"({SIGNED_POLICIES_FILE}); signed guardrails cannot be removed or replaced: rename the spec's"
+            )
+        self.signed = signed
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.signed) + len(self.spec)
+
+    def describe(self) -> list[dict[str, str]]:
+        """Every policy in order of first application: name, source and action."""
+        return [{"name": p.spec.name, "source": p.source, "action": p.spec.action}
+                for p in [*self.signed.policies, *self.spec.policies]]
+
+    def apply(self, row: Row, prediction: Row, deadline: float | None = None) -> list[Applied]:
+        """Run the guardrails over one prediction (see the module docstring); raises as `PolicySet.apply`."""
+        applied = self.signed.apply(row, prediction, deadline)
+        before = dict(prediction)
+        applied += self.spec.apply(row, prediction, deadline)
+        if prediction != before:
+            applied += self.signed.apply(row, prediction, deadline)
         return applied
 
 

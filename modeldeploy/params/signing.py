@@ -17,7 +17,9 @@ signature records) and none is missing; no symlink or special file exists.
 `verify_signature` checks only the bundle (admission, before any file exists).
 `VerifiedTree.read(name)` then returns a signed file's bytes only after
 hashing exactly those bytes against the signed digest, so
-what a flavor loads is what was signed, even if the file changes later.
+what a flavor loads is what was signed, even if the file changes later;
+`VerifiedTree.recheck()` hashes the whole tree again against the same manifest (the
+server's continuous integrity check; the signature is not checked again).
 
 Raises `modeldeploy.params.errors.VerificationError`.
 """
@@ -223,13 +225,14 @@ class _Statement:
 
 
 class VerifiedTree:
-    """A parameters directory whose signature verified: read signed files as verified bytes."""
+    """A parameters directory whose signature verified: read signed files as verified bytes, re-hash the tree."""
 
-    def __init__(self, root: Path, verified: VerifiedModel, statement: _Statement) -> None:
+    def __init__(self, root: Path, verified: VerifiedModel, statement: _Statement, ignored: list[str]) -> None:
         self.root = root
         self.verified = verified
         self._statement = statement
         self._names = statement.names
+        self._ignored = ignored
 
     @property
     def names(self) -> list[str]:
@@ -255,6 +258,18 @@ class VerifiedTree:
         if _digests(relative, data, self._statement.serialization) != expected:
             raise VerificationError(FILES_DIFFER, f"{relative} changed after it was verified", [relative])
         return data
+
+    def recheck(self) -> None:
+        """Hash the whole tree again against the signed manifest (the signature verified already).
+
+        Raises:
+            VerificationError: `FilesDiffer` naming the changed, extra and missing files (or the
+                tree can no longer be read).
+        """
+        try:
+            _check_files(self.root, self._statement, self._ignored)
+        except OSError as err:  # a file vanished or became unreadable under the walk
+            raise VerificationError(FILES_DIFFER, f"the tree cannot be read again: {err}") from err
 
 
 def verify(
@@ -303,13 +318,22 @@ def verify_tree(
     trusted = trust_of(trust)
     statement, verified = _authenticate(_read_signature(signature), trusted, signature.name)
     ignored = _ignored(model_dir, signature)
+    _check_files(model_dir, statement, ignored)
+    return VerifiedTree(model_dir, verified, statement, ignored)
+
+
+def _check_files(model_dir: Path, statement: _Statement, ignored: list[str]) -> None:
+    """Every file of `model_dir` (but the ignored ones) is in the signed manifest with its signed digest.
+
+    Raises:
+        VerificationError: `FilesDiffer` naming the changed, extra (even if ignored) or missing files.
+    """
     present = _tree_files(model_dir, ignored)
     if statement.serialization["method"] == "shards":  # an empty file has no shard to sign
         present = {name for name in present if (model_dir / name).stat().st_size}
     actual = _hash(model_dir, _hashing_config(statement.serialization, ignored))
-    if present != statement.names or actual != statement.files:  # changed, extra (even if ignored) or missing
+    if present != statement.names or actual != statement.files:
         raise _files_differ(statement, actual, present)
-    return VerifiedTree(model_dir, verified, statement)
 
 
 def verify_signature(data: bytes, trust: Trust, name: str = SIGNATURE) -> VerifiedModel:

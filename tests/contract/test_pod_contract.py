@@ -18,6 +18,7 @@ from model_server.settings import load_settings
 from modeldeploy.contract import pod
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
 from modeldeploy.contract.spec import parse_spec
+from modeldeploy.contract.trust import PolicyTrust, TrustBundle, TrustedSigner
 from modeldeploy.params.errors import VerificationError
 from modeldeploy.params.fetch import termination_record
 from modeldeploy.params.fetch_cli import fetch
@@ -62,6 +63,15 @@ def test_the_serve_command_accepts_every_argument_the_operator_renders() -> None
     params, extra, _ = serve.make_parser(click.Context(serve)).parse_args(list(command[2:]))
     assert extra == [] and params["model_dir"] == pod.MODEL_DIR and params["config_file"] == pod.CONFIG_PATH
     assert params["public_key"] == f"{pod.KEYS_DIR}/signer.pem" and params["port"] == str(pod.SERVER_PORT)
+
+
+def test_the_serve_command_accepts_the_trust_file_the_operator_renders() -> None:
+    bundle = TrustBundle(policies=(PolicyTrust(policy="release", signers=(
+        TrustedSigner(name="release", publicKeyPem="-----BEGIN PUBLIC KEY-----"),)),))
+    spec = render_deployment(SPEC, REF, "server:1", bundle)["spec"]["template"]["spec"]
+    command = next(c for c in spec["containers"] if c["name"] == pod.SERVER_CONTAINER)["command"]
+    params, extra, _ = serve.make_parser(click.Context(serve)).parse_args(list(command[2:]))
+    assert extra == [] and params["trust"] == pod.TRUST_PATH and "public_key" not in params
 
 
 def test_the_server_reads_the_config_the_operator_writes(tmp_path: Path) -> None:

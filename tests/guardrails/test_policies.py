@@ -94,7 +94,7 @@ def test_reject_names_policy_and_message() -> None:
     with pytest.raises(Rejected) as caught:
         policies.apply(ROW, {"price": 1.0})
     assert str(caught.value) == "no"
-    assert caught.value.policy == "old-smoker"
+    assert (caught.value.policy, caught.value.source) == ("old-smoker", "spec")
     assert policies.apply({**ROW, "smoker": False}, {"price": 1.0}) == []
 
 

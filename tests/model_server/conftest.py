@@ -19,6 +19,7 @@ import yaml
 from server_support import PUBLIC_KEY, REPO, SETOSA, ServerProcess
 
 from devcluster.iris import write_keys
+from modeldeploy.contract.pod import SIGNED_POLICIES
 from modeldeploy.params import signing
 
 sys.path.insert(0, str(REPO / "examples" / "iris"))
@@ -99,9 +100,17 @@ class PricingModel:
 
 @pytest.fixture
 def pricing_dir(tmp_path: Path, seal: Callable[[Path], Path]) -> Callable[..., Path]:
-    """A python-flavor model: price = 1.5 * cost - 2 * age - (50 if smoker); load/predict can be slow or fail."""
+    """A python-flavor model: price = 1.5 * cost - 2 * age - (50 if smoker); load/predict can be slow or fail.
 
-    def _make(load_seconds: float = 0.0, predict_seconds: float = 0.0, fail_load: bool = False) -> Path:
+    `signed_policies` is signed with it as the tree's policies.yaml (YAML text, or a policy list).
+    """
+
+    def _make(
+        load_seconds: float = 0.0,
+        predict_seconds: float = 0.0,
+        fail_load: bool = False,
+        signed_policies: str | list[dict[str, Any]] | None = None,
+    ) -> Path:
         module = f"pricing_{os.urandom(4).hex()}"
         model_dir = tmp_path / module
         model_dir.mkdir()
@@ -109,6 +118,10 @@ def pricing_dir(tmp_path: Path, seal: Callable[[Path], Path]) -> Callable[..., P
         (model_dir / f"{module}.py").write_text(textwrap.dedent(code))
         card = {**PRICING_CARD, "entrypoint": f"{module}:PricingModel"}
         (model_dir / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        if isinstance(signed_policies, list):
+            signed_policies = yaml.safe_dump({"policies": signed_policies})
+        if signed_policies is not None:
+            (model_dir / SIGNED_POLICIES).write_text(signed_policies)
         return seal(model_dir)
 
     return _make
@@ -124,8 +137,10 @@ def anyio_backend() -> str:
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
-    def _start(model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started") -> ServerProcess:
-        server = ServerProcess(model_dir, config, tmp_path)
+    def _start(
+        model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started", trust: Path | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(model_dir, config, tmp_path, trust)
         servers.append(server)
         server.wait_listening()
         if wait == "started":

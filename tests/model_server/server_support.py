@@ -17,6 +17,7 @@ from devcluster.child import stop_child
 from devcluster.ports import free_port
 from model_server.app import create_app
 from model_server.settings import ServerSettings
+from modeldeploy.contract.trust import PolicyTrust, TrustBundle, TrustedSigner
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC_KEY: list[Path] = []  # the trusted key of the signed test models (set by conftest)
@@ -45,17 +46,30 @@ async def wait_for_start(client: httpx.AsyncClient, timeout: float = 60.0) -> No
         await anyio.sleep(0.05)
 
 
-class ServerProcess:
-    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured)."""
+def write_trust(path: Path, *public_keys: Path) -> Path:
+    """A trust.json (the contract's TrustBundle) of one policy trusting these PEM public keys."""
+    signers = tuple(TrustedSigner(name=key.stem, publicKeyPem=key.read_text()) for key in public_keys)
+    path.write_text(TrustBundle(policies=(PolicyTrust(policy="release", signers=signers),)).document())
+    return path
 
-    def __init__(self, model_dir: Path, config: dict[str, Any] | None, workdir: Path) -> None:
+
+class ServerProcess:
+    """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured).
+
+    It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`).
+    """
+
+    def __init__(
+        self, model_dir: Path, config: dict[str, Any] | None, workdir: Path, trust: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"server-{self.port}.log"
         config_path = workdir / f"server-{self.port}.yaml"
         config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
         args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
-        args += ["--config", str(config_path), "--public-key", str(PUBLIC_KEY[0])]
+        trusted = ["--trust", str(trust)] if trust else ["--public-key", str(PUBLIC_KEY[0])]
+        args += ["--config", str(config_path), *trusted]
         args += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)

@@ -19,7 +19,8 @@ async def test_probes_and_models_when_loaded(iris_dir: Path) -> None:
     async with app_client(iris_dir) as client:
         for path in ("/api/health", "/api/health/ready", "/api/health/startup", "/v2/health/live", "/v2/health/ready"):
             assert (await client.get(path)).status_code == 200, path
-        assert (await client.get("/api/health/ready")).json()["status"] == "READY"
+        assert (await client.get("/api/health/ready")).json() == {"ready": True, "reason": "Serving", "message": "",
+                                                                  "failedFiles": []}
         models = (await client.get("/api/models")).json()["models"]
         assert [(m["name"], m["version"], m["flavor"], m["ready"]) for m in models] == [
             ("iris", "1.0.0", "sklearn", True)
@@ -212,7 +213,8 @@ async def test_invalid_policy_keeps_readiness_false_with_a_clear_error(iris_dir:
     async with app_client(iris_dir, policies=bad) as client:
         ready = await client.get("/api/health/ready")
         assert ready.status_code == 503
-        assert "policy 'broken': invalid CEL" in ready.json()["model"]["error"]
+        assert ready.json()["reason"] == "SpecInvalid"
+        assert "policy 'broken': invalid CEL" in ready.json()["message"]
 
 
 async def test_onnx_flavor_predicts_like_the_sklearn_model(onnx_dir: Path) -> None:
@@ -265,6 +267,7 @@ async def test_reject_policy_is_a_422_naming_the_policy(pricing_dir: Callable[..
             "messages": [REJECT["message"]],
             "error": REJECT["message"],
             "policy": "no-smoker-over-60",
+            "source": "spec",
         }
         batch = await client.post(
             "/api/models/pricing/prediction", json=[PRICING_ROW, {"age": 61, "smoker": True, "cost": 10.0}]
@@ -273,7 +276,8 @@ async def test_reject_policy_is_a_422_naming_the_policy(pricing_dir: Callable[..
         ok = await client.post("/api/models/pricing/prediction", json=PRICING_ROW)
         assert ok.status_code == 200
         text = (await client.get("/metrics")).text
-        assert 'modeldeploy_policy_hits_total{action="reject",model="pricing",policy="no-smoker-over-60"} 2.0' in text
+        assert ('modeldeploy_policy_hits_total{action="reject",model="pricing",policy="no-smoker-over-60",'
+                'source="spec"} 2.0') in text
 
 
 async def test_clamp_policy_bounds_and_says_so(pricing_dir: Callable[..., Path]) -> None:
@@ -284,6 +288,7 @@ async def test_clamp_policy_bounds_and_says_so(pricing_dir: Callable[..., Path])
         assert body["policies"] == [
             {
                 "policy": "no-negative-price",
+                "source": "spec",
                 "action": "clamp",
                 "field": "price",
                 "original": -195.0,
@@ -334,7 +339,8 @@ async def test_policies_combine_reject_first_then_override_then_clamp(pricing_di
             ("cost-floor", "override"),
             ("no-negative-price", "clamp"),
         ):
-            assert f'modeldeploy_policy_hits_total{{action="{action}",model="pricing",policy="{policy}"}} 1.0' in text
+            assert (f'modeldeploy_policy_hits_total{{action="{action}",model="pricing",policy="{policy}",'
+                    'source="spec"} 1.0') in text
 
 
 async def test_openapi_documents_the_input_schema(iris_dir: Path) -> None:
@@ -350,7 +356,8 @@ async def test_ready_false_while_draining_but_predictions_still_served(iris_dir:
     async with app_client(iris_dir) as client:
         dataplane = client._transport.app.state.dataplane  # type: ignore[attr-defined]
         dataplane.drain()
-        assert (await client.get("/api/health/ready")).status_code == 503
+        ready = await client.get("/api/health/ready")
+        assert ready.status_code == 503 and ready.json()["reason"] == "Draining"
         assert (await client.get("/v2/health/ready")).status_code == 503
         assert (await client.get("/api/health")).status_code == 200
         assert (await client.post(PREDICT, json=SETOSA)).status_code == 200

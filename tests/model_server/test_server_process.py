@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_support import SETOSA, VIRGINICA, ServerProcess
+from server_support import PUBLIC_KEY, SETOSA, VIRGINICA, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_probe_sequence_during_a_slow_load(
             path: client.get(path).status_code for path in ("/api/health", "/api/health/startup", "/api/health/ready")
         }
         assert loading == {"/api/health": 200, "/api/health/startup": 503, "/api/health/ready": 503}
-        assert client.get("/api/health/ready").json()["model"]["state"] == "Loading"
+        assert client.get("/api/health/ready").json()["reason"] == "Loading"
         assert (
             client.post("/api/models/pricing/prediction", json={"age": 1, "smoker": False, "cost": 1.0}).status_code
             == 503
@@ -100,7 +100,8 @@ def test_failed_load_keeps_answering_probes_not_healthy(
         live = client.get("/api/health")
         assert live.status_code == 503 and live.json()["status"] == "NOT_HEALTHY"
         assert "weights are corrupt" in live.json()["model"]["error"]
-        assert client.get("/api/health/ready").status_code == 503
+        ready = client.get("/api/health/ready")
+        assert ready.status_code == 503 and ready.json()["reason"] == "LoadFailed"
         assert client.get("/v2/health/live").status_code == 503
     assert server.process.poll() is None
 
@@ -117,6 +118,8 @@ def test_config_errors_exit_with_a_clear_message(iris_dir: Path, tmp_path: Path)
             str(iris_dir),
             "--config",
             str(config),
+            "--public-key",
+            str(PUBLIC_KEY[0]),
         ],
         capture_output=True,
         text=True,

@@ -119,6 +119,31 @@ def test_verify_tree_names_changed_and_extra_files(model: Path, keys: Keys) -> N
     assert (err.reason, err.files) == ("FilesDiffer", ["extra.bin", "model.yaml"])
 
 
+def test_recheck_passes_until_a_file_changes_and_names_it(model: Path, keys: Keys) -> None:
+    tree = signing.verify_tree(model, keys.public)
+    tree.recheck()
+    flip_byte(model / "model.joblib", 100)
+    with pytest.raises(VerificationError) as caught:
+        tree.recheck()
+    assert (caught.value.reason, caught.value.files) == ("FilesDiffer", ["model.joblib"])
+    assert "changed model.joblib" in str(caught.value)
+
+
+def test_recheck_names_extra_and_missing_files_and_keeps_ignoring_the_signature(
+    model: Path, keys: Keys, tmp_path: Path,
+) -> None:
+    outside = signing.sign(model, keys.private, tmp_path / "detached.sig")
+    tree = signing.verify_tree(model, keys.public, outside)
+    (model / "model.sig").write_bytes(b"unsigned, never hashed")
+    tree.recheck()
+    (model / "policies.yaml").write_text("policies: []\n")
+    (model / "model.yaml").unlink()
+    with pytest.raises(VerificationError) as caught:
+        tree.recheck()
+    assert (caught.value.reason, caught.value.files) == ("FilesDiffer", ["model.yaml", "policies.yaml"])
+    assert "extra policies.yaml; missing model.yaml" in str(caught.value)
+
+
 # --- command line -----------------------------------------------------------------------
 
 
