@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_camel, to_snake
+
 from model_operator.trust import TrustDecision
 from modeldeploy.contract.api import GROUP
 from modeldeploy.contract.reasons import SIGNATURE_MISSING, SOURCE_NOT_FOUND
@@ -47,14 +49,17 @@ class Evidence:
     issuer: str | None = None
 
     def annotation(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """The annotation's value: JSON with camelCase keys, as the rest of the object."""
+        return json.dumps({to_camel(key): value for key, value in asdict(self).items()}, sort_keys=True,
+                          separators=(",", ":"))
 
     @classmethod
     def parse(cls, annotations: dict[str, str] | None) -> Evidence | None:
         """The evidence in a ModelDeployment's annotations, or None (absent or not ours)."""
         try:
-            return cls(**json.loads((annotations or {})[ADMISSION_ANNOTATION]))
-        except (KeyError, TypeError, ValueError):
+            stored = json.loads((annotations or {})[ADMISSION_ANNOTATION])
+            return cls(**{to_snake(key): value for key, value in stored.items()})
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
 

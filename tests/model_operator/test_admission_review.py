@@ -204,3 +204,14 @@ def test_no_signer_at_all_is_refused() -> None:
     spec = md()
     result = review(spec, None, None, decide(spec, []), lambda: None, never, NOW)
     assert result.refusal is not None and "no signer to verify with" in result.refusal
+
+
+def test_the_evidence_annotation_is_camel_case_json_and_reads_back() -> None:
+    evidence = Evidence("s3://m/a.sig", "CN=release", "ModelTrustPolicy/prod signer pki", "sha256:" + "a" * 64, NOW,
+                        pinned=True, issuer="CN=ca")
+    annotation = evidence.annotation()
+    assert '"manifestDigest":"sha256:' in annotation and '"trustedBy":' in annotation
+    assert Evidence.parse({"modeldeploy.io/admission": annotation}) == evidence
+    assert Evidence.parse({"modeldeploy.io/admission": "not json"}) is None
+    assert Evidence.parse({"modeldeploy.io/admission": "[1]"}) is None
+    assert Evidence.parse(None) is None
