@@ -10,6 +10,7 @@ Talks to the API server and to cluster addresses only; starts no cluster process
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import threading
 import time
@@ -21,6 +22,7 @@ import httpx
 import yaml
 from kubernetes import client
 
+from devcluster import images
 from devcluster.iris import train, write_keys
 from devcluster.localrun import MANIFESTS, OPERATOR, OPERATOR_NAMESPACE, apply_install
 from devcluster.process import listening
@@ -35,6 +37,7 @@ KEY_SECRET = "iris-signing-key"
 S3_SECRET = "bucket-credentials"
 BUCKET_NAMESPACE = "modeldeploy-bucket"
 BUCKET = "models"
+IMAGE_ARCHIVE_ANNOTATION = "modeldeploy.io/image-archive"
 SAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
@@ -189,8 +192,15 @@ class Load:
 
 
 def install_operator(cluster: Cluster, manifests: Path = MANIFESTS) -> None:
-    """``kubectl apply -k manifests/``: CRDs, RBAC and the operator Deployment; wait until it is rolled out."""
+    """``kubectl apply -k manifests/``: CRDs, RBAC and the operator Deployment; wait until it is rolled out.
+
+    The pod template is annotated with the operator image's archive (named by its content), so a
+    rebuilt image rolls the operator's pods on a cluster kept between runs (the tag stays the same).
+    """
     apply_install(cluster, manifests)
+    archive = images.ensure_images(product_only=True)[images.OPERATOR_IMAGE].name
+    template = {"spec": {"template": {"metadata": {"annotations": {IMAGE_ARCHIVE_ANNOTATION: archive}}}}}
+    cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "patch", f"deployment/{OPERATOR}", "-p", json.dumps(template))
     cluster.kubectl_run("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}", "--timeout=300s",
                         timeout=310)  # longer than kubectl's own wait, so its message, not a kill, ends it
 

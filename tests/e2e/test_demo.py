@@ -17,7 +17,7 @@ def test_demo_serves_refuses_tampering_and_cleans_up(devcluster: Any, node: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main() == 0
     out = capsys.readouterr().out
-    for expected in ("SignatureValid", "-> setosa", "-> virginica", "svc.cluster.local", "verified with key",
+    for expected in ("SignatureValid", "-> setosa", "-> virginica", "svc.cluster.local", "verified, signed by",
                      "FilesDiffer", "0 failed", "demo passed"):
         assert expected in out, expected
     with devcluster.api_client() as api:

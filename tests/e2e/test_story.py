@@ -116,7 +116,7 @@ def test_signed_iris_from_the_bucket_is_ready_verified_and_answers_by_cluster_ip
     assert by_name["prediction"]["species"] == "setosa"
 
     fetch_log = devcluster.kubectl_run("-n", ns, "logs", pod, "-c", "fetch").stdout
-    assert f"verified with key {published.fingerprint}" in fetch_log, fetch_log
+    assert f"verified, signed by {published.fingerprint} (spec.parameters.publicKey)" in fetch_log, fetch_log
 
     assert exec_python(devcluster, ns, pod, IDENTITY).split(" ", 2) == ["65532", "65532", "Read-only file system"]
 
