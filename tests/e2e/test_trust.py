@@ -37,6 +37,7 @@ from devcluster.story import (
     ready_endpoints,
 )
 from modeldeploy.contract.api import API_VERSION
+from modeldeploy.contract.pod import TerminationRecord
 from modeldeploy.contract.trust import TRUST_PLURAL
 from modeldeploy.params import signing
 
@@ -258,14 +259,25 @@ def test_the_admitted_digest_is_pinned_and_a_swapped_signature_is_refused_by_the
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "modeldeploy.io", "v1alpha1", enforced, "modeldeployments", "pinned", {"spec": {"replicas": 2}},
             _content_type="application/merge-patch+json")
-        refused = wait_for(lambda: (md_condition(get_md(api, enforced, "pinned"), "ParametersVerified").get("reason")
-                                    == "DigestMismatch") or None, "the new pod to refuse the swapped signature",
+        refused = wait_for(lambda: _fetch_refusal(api, enforced, "pinned"), "the new pod to refuse the swapped signature",
                            timeout=180)
-        assert refused
+        assert refused.reason == "DigestMismatch" and "is not the pinned" in refused.message
         assert len(ready_endpoints(api, enforced, "pinned")) == 1  # the admitted pod keeps serving
     finally:
         for key, data in originals.items():
             s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+
+def _fetch_refusal(api: client.ApiClient, namespace: str, name: str) -> TerminationRecord | None:
+    """The termination record of a pod whose fetch container refused its parameters, if one did."""
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={name}")
+    for pod in pods.items:
+        for status in pod.status.init_container_statuses or []:
+            for state in (status.state, status.last_state):
+                record = TerminationRecord.parse(state.terminated.message) if state and state.terminated else None
+                if record is not None and not record.verified:
+                    return record
+    return None
 
 
 def test_signed_guardrails_apply_first_and_the_spec_cannot_remove_them(
