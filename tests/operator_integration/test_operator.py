@@ -325,7 +325,9 @@ def test_status_conditions_and_printer_columns(
     assert md["status"]["verification"]["keyFingerprint"] == FINGERPRINT
     assert md["status"]["verification"]["manifestDigest"] == "sha256:" + "cd" * 32
     assert get_md_columns(devcluster, namespace)["VERIFIED"] == "True"
-    assert get_md_columns(devcluster, namespace)["SIGNER"] == FINGERPRINT
+    columns = wait_for(lambda: (c := get_md_columns(devcluster, namespace))["SIGNER"] == FINGERPRINT and c,
+                       "the SIGNER column")
+    assert columns["SIGNER"] == FINGERPRINT
 
 
 def test_restarting_the_operator_changes_nothing(operator: OperatorProcess, api: client.ApiClient, namespace: str) -> None:
