@@ -30,8 +30,8 @@ from devcluster.story import (
     GROUP,
     PLURAL,
     VERSION,
+    add_model_secrets,
     install_operator,
-    key_secret,
     model_deployment,
     publish,
     start_bucket,
@@ -61,8 +61,7 @@ def main() -> int:
             prefix = bucket.upload(published, f"bench-{uuid.uuid4().hex[:6]}")
             namespace = f"bench-admission-{uuid.uuid4().hex[:6]}"
             core.create_namespace({"metadata": {"name": namespace}})
-            core.create_namespaced_secret(namespace, key_secret(published.public_key))
-            core.create_namespaced_secret(namespace, bucket.credentials_secret())
+            add_model_secrets(api, namespace, published, bucket)
             body = model_deployment("iris", f"{prefix}/iris-1.0.0.tar.gz")
             config = {"metadata": {"name": "floor"}, "data": {"spec": json.dumps(body["spec"])}}
             signature_bytes = len((published.bucket / "iris-1.0.0.tar.gz.sig").read_bytes())

@@ -34,9 +34,9 @@ from devcluster.story import (
     GROUP,
     PLURAL,
     VERSION,
+    add_model_secrets,
     get_md,
     install_operator,
-    key_secret,
     md_condition,
     model_deployment,
     publish,
@@ -104,8 +104,7 @@ def main() -> int:
                 ns = f"bench-node-{round_}-{uuid.uuid4().hex[:4]}"
                 core.create_namespace({"metadata": {"name": ns}})
                 wait(lambda: core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items)
-                core.create_namespaced_secret(ns, key_secret(published.public_key))
-                core.create_namespaced_secret(ns, bucket.credentials_secret())
+                add_model_secrets(api, ns, published, bucket)
                 core.create_namespaced_pod(ns, bare_pod("bare"))
                 bare.append(wait(lambda: any(c.type == "Ready" and c.status == "True" for c in
                                              core.read_namespaced_pod("bare", ns).status.conditions or [])))

@@ -85,6 +85,13 @@ def key_secret(public_key: Path) -> dict[str, Any]:
             "stringData": {"public.pem": public_key.read_text()}}
 
 
+def add_model_secrets(api: client.ApiClient, namespace: str, published: Published, bucket: Bucket) -> None:
+    """The Secrets an iris ModelDeployment in `namespace` names: its public key and the bucket's credentials."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret(namespace, key_secret(published.public_key))
+    core.create_namespaced_secret(namespace, bucket.credentials_secret())
+
+
 def model_deployment(name: str, source: str, version: str = "1.0.0", replicas: int = 2,
                      policies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The iris ModelDeployment for parameters at ``source`` (``source + '.sig'`` beside it; S3 credentials from a Secret)."""

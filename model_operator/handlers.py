@@ -125,15 +125,11 @@ async def resolve_policies(state: State, namespace_labels: dict[str, str] | None
         if namespace_labels is not None and not policy.namespace_selector.matches(namespace_labels):
             continue
         data: dict[tuple[str, str], dict[str, str] | None] = {}
-        for signer in policy.signers:
-            ref = signer.material()
-            kind, object_name = ("Secret", ref.secret_name) if ref.secret_name else ("ConfigMap", ref.config_map_name)
-            if (kind, str(object_name)) not in data:
-                data[(kind, str(object_name))] = await state.kube.read_data(kind, state.namespace, str(object_name))
+        for kind, name in {signer.material().source for signer in policy.signers}:  # each object read once
+            data[(kind, name)] = await state.kube.read_data(kind, state.namespace, name)
 
         def read(ref: Any, data: dict[tuple[str, str], dict[str, str] | None] = data) -> str | None:
-            kind, object_name = ("Secret", ref.secret_name) if ref.secret_name else ("ConfigMap", ref.config_map_name)
-            return (data.get((kind, str(object_name))) or {}).get(ref.key)
+            return (data.get(ref.source) or {}).get(ref.key)
 
         resolved.append(trust.resolve_policy(name, policy, read))
     return resolved

@@ -90,13 +90,14 @@ async def pin(body: kopf.Body, warnings: list[str], patch: kopf.Patch, memo: kop
     if spec is None:
         return
     previous = _parsed((old or {}).get("spec")) if old else None
+    evidence = admission.Evidence.parse(dict((old or {}).get("metadata", {}).get("annotations") or {})) if old else None
+    if not admission.parameters_changed(spec, previous, evidence):
+        return  # scaling, policy edits, kopf's own annotations: nothing to fetch or read
     namespace = body.metadata.namespace or ""
     state = _state(memo)
     decision = await trust_decision(state, spec, namespace)
-    evidence = admission.Evidence.parse(dict((old or {}).get("metadata", {}).get("annotations") or {})) if old else None
-
     key, credentials = spec.parameters.public_key, spec.parameters.credentials
-    key_data = await state.kube.read_data("Secret", namespace, key.secret_name) if key else None
+    key_data = await state.kube.read_data("Secret", namespace, key.secret_name) if key and not decision.bundle else None
     key_pem = (key_data or {}).get(key.key) if key else None
     environ = (await state.kube.read_data("Secret", namespace, credentials.secret_name) if credentials else {}) or {}
     result = await asyncio.to_thread(
@@ -123,6 +124,9 @@ async def validate(body: kopf.Body, memo: kopf.Memo, old: Any = None, **_: Any) 
             await asyncio.to_thread(compile_policies, spec.policies)
         except PolicyError as err:
             raise kopf.AdmissionError(f"spec.policies: {err}", code=422) from None
+    evidence = admission.Evidence.parse(dict((old or {}).get("metadata", {}).get("annotations") or {})) if old else None
+    if not admission.parameters_changed(spec, previous, evidence):
+        return
     decision = await trust_decision(_state(memo), spec, body.metadata.namespace or "")
     if decision.problem:
         raise kopf.AdmissionError(decision.problem, code=403)

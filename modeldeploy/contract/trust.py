@@ -79,9 +79,14 @@ class MaterialRef(ContractModel):
             raise ValueError("name exactly one of secretName or configMapName")
         return self
 
+    @property
+    def source(self) -> tuple[str, str]:
+        """(`Secret` or `ConfigMap`, its name)."""
+        return ("Secret", str(self.secret_name)) if self.secret_name else ("ConfigMap", str(self.config_map_name))
+
     def describe(self) -> str:
         """`Secret/NAME key KEY` or `ConfigMap/NAME key KEY`, for messages."""
-        kind, name = ("Secret", self.secret_name) if self.secret_name else ("ConfigMap", self.config_map_name)
+        kind, name = self.source
         return f"{kind}/{name} key {self.key}"
 
 

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import images
-from devcluster.story import OPERATOR, Bucket, Published, install_operator, key_secret, publish, start_bucket
+from devcluster.story import OPERATOR, Bucket, Published, add_model_secrets, install_operator, publish, start_bucket
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,5 @@ def bucket_url(bucket: Bucket, published: Published) -> str:
 @pytest.fixture
 def keyed_namespace(api: client.ApiClient, namespace: str, published: Published, bucket: Bucket) -> str:
     """A fresh namespace holding the public key and the bucket credentials (only public keys enter the cluster)."""
-    core = client.CoreV1Api(api)
-    core.create_namespaced_secret(namespace, key_secret(published.public_key))
-    core.create_namespaced_secret(namespace, bucket.credentials_secret())
+    add_model_secrets(api, namespace, published, bucket)
     return namespace
