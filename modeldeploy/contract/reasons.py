@@ -57,6 +57,14 @@ ROLLOUT_PROGRESSING: Final = "RolloutProgressing"
 ROLLOUT_COMPLETE: Final = "RolloutComplete"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 NO_PODS: Final = "NoPods"
+
+# RolloutHealthy: how the last canary or load test of the spec's revision went.
+CANARY_PROGRESSING: Final = "CanaryProgressing"  # canary pods starting, an analysis running, or promoting
+PROMOTED: Final = "Promoted"  # the spec's revision is stable (after its analyses passed, if any)
+ROLLED_BACK: Final = "RolledBack"  # an analysis failed a gate: the canary was removed, the stable kept serving
+CANARY_NOT_READY: Final = "CanaryNotReady"  # the canary pods were not ready within progressDeadlineSeconds
+ANALYSIS_FAILED: Final = "AnalysisFailed"  # the analysis Job measured nothing (its error says why)
+LOAD_TEST_FAILED: Final = "LoadTestFailed"  # spec.loadTest's run of the stable revision failed a gate
 PENDING: Final = "Pending"
 
 # The server's readiness (ReadinessReport.reason): SERVING when ready; otherwise one of these, a

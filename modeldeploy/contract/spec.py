@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from modeldeploy.contract.rollout import Analysis, RolloutSpec
 from modeldeploy.contract.validation import error_lines
 
 QUANTITY_PATTERN = (
@@ -279,6 +280,12 @@ class ModelDeploymentSpec(ContractModel):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector",
                                           description="Node labels the pods must match.")
     tolerations: tuple[Toleration, ...] = Field(default=(), description="Taints the pods tolerate.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec,
+                                 description="How a new revision replaces the stable one: RollingUpdate or Canary.")
+    load_test: Analysis | None = Field(
+        default=None, alias="loadTest",
+        description="Measure every revision once its rollout completes (a load test Job against the stable "
+        "pods); the summaries are kept per revision in status.loadTest.")
 
     @model_validator(mode="after")
     def _unique_policy_names(self) -> ModelDeploymentSpec:
@@ -286,6 +293,19 @@ class ModelDeploymentSpec(ContractModel):
         if len(names) != len(set(names)):
             raise ValueError("policy names must be unique")
         return self
+
+
+# What the pods run with: a change to any of these is a new revision (rolled out, or canaried).
+# The rest (replicas, autoscaling, service, rollout, loadTest) applies to the running revision.
+REVISION_FIELDS: tuple[str, ...] = (
+    "model", "image", "parameters", "resources", "policies", "max_request_bytes", "probes", "verification",
+    "env", "node_selector", "tolerations",
+)
+
+
+def with_revision_of(spec: ModelDeploymentSpec, revision: ModelDeploymentSpec) -> ModelDeploymentSpec:
+    """`spec` running what `revision` runs: its revision fields, `spec`'s scaling, service and rollout."""
+    return spec.model_copy(update={name: getattr(revision, name) for name in REVISION_FIELDS})
 
 
 def parse_spec(spec: dict[str, Any]) -> ModelDeploymentSpec:

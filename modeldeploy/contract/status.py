@@ -11,11 +11,13 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modeldeploy.contract.rollout import ROLLOUT_HEALTHY, AnalysisResult, RolloutStatus
+
 PARAMETERS_VERIFIED: Final = "ParametersVerified"
 AVAILABLE: Final = "Available"
 PROGRESSING: Final = "Progressing"
 READY: Final = "Ready"
-CONDITION_TYPES: Final = (PARAMETERS_VERIFIED, AVAILABLE, PROGRESSING, READY)
+CONDITION_TYPES: Final = (PARAMETERS_VERIFIED, AVAILABLE, PROGRESSING, READY, ROLLOUT_HEALTHY)
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -78,9 +80,13 @@ class ModelDeploymentStatus(StatusModel):
     selector: str | None = Field(default=None, description="Label selector of the pods (for the scale subresource).")
     endpoint: str | None = Field(default=None, description="In-cluster URL of the model's Service.")
     verification: Verification | None = None
+    rollout: RolloutStatus | None = None
+    load_test: list[AnalysisResult] | None = Field(
+        default=None, alias="loadTest",
+        description="spec.loadTest's summary of each revision (newest last, at most 10), to compare revisions.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="ParametersVerified, Available, Progressing and Ready.",
+        description="ParametersVerified, Available, Progressing, Ready and RolloutHealthy.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

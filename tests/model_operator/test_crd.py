@@ -113,9 +113,10 @@ def test_status_and_scale_subresources() -> None:
     }
 
 
-def test_printer_columns_show_model_ready_verified_signer_age() -> None:
+def test_printer_columns_show_model_ready_verified_signer_rollout_age() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"] if c.get("priority", 0) == 0}
-    assert list(columns) == ["Model", "Version", "Ready", "Verified", "Signer", "Status", "Age"]
+    assert list(columns) == ["Model", "Version", "Ready", "Verified", "Signer", "Status", "Rollout", "Age"]
+    assert columns["Rollout"]["jsonPath"] == ".status.rollout.phase"
     assert columns["Verified"]["jsonPath"] == '.status.conditions[?(@.type=="ParametersVerified")].status'
     assert columns["Signer"]["jsonPath"] == ".status.verification.signer"
 
