@@ -32,12 +32,12 @@ class RolloutModel(BaseModel):
 class Gates(RolloutModel):
     """Limits an analysis must meet; a gate left out is not checked (p99 and errors default to the seed's)."""
 
-    p99_ms: float | None = Field(default=100.0, alias="p99Ms", gt=0,
+    p99_ms: float | None = Field(default=100.0, alias="p99Ms", ge=0,
                                  description="Highest p99 latency of the canary, in milliseconds. Default 100.")
     max_error_rate: float | None = Field(default=0.0, alias="maxErrorRate", ge=0, le=1,
                                          description="Highest fraction of failed canary requests. Default 0 "
                                          "(no errors); a policy rejection counts as an error.")
-    min_rps: float | None = Field(default=None, alias="minRps", gt=0,
+    min_rps: float | None = Field(default=None, alias="minRps", ge=0,
                                   description="Lowest canary throughput, requests per second.")
     max_policy_reject_rate: float | None = Field(
         default=None, alias="maxPolicyRejectRate", ge=0, le=1,
@@ -76,7 +76,7 @@ class Analysis(RolloutModel):
     users: int | None = Field(default=None, ge=1, le=512,
                               description="Closed model: connections each sending a request when the last one "
                               f"is answered. Default {DEFAULT_USERS} without rate.")
-    rate: float | None = Field(default=None, gt=0, le=100000, description="Open model: requests per second.")
+    rate: float | None = Field(default=None, ge=0.01, le=100000, description="Open model: requests per second.")
     samples: int = Field(default=200, ge=1, le=10000,
                          description="Distinct inputs generated from the model's input schema (without inputs), "
                          "and how many are sent once to both revisions to compare their answers.")
