@@ -32,10 +32,19 @@ def write_keys(directory: Path, curve: str = "p256") -> Keys:
     return Keys(private, public, signing.fingerprint(key.public_key()))
 
 
-def train(model_dir: Path) -> Path:
-    """Train ``examples/iris`` into ``model_dir`` (scikit-learn, no download)."""
-    subprocess.run([sys.executable, str(TRAIN), str(model_dir)], check=True, capture_output=True)
+def train(model_dir: Path, stump: bool = False) -> Path:
+    """Train ``examples/iris`` into ``model_dir`` (scikit-learn, no download); ``stump``: the worse model."""
+    subprocess.run([sys.executable, str(TRAIN), str(model_dir), *(["--stump"] if stump else [])], check=True,
+                   capture_output=True)
     return model_dir
+
+
+def flowers() -> list[dict[str, float]]:
+    """The 150 iris flowers as request bodies: real inputs, e.g. for a canary's analysis."""
+    from sklearn.datasets import load_iris
+
+    features = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    return [dict(zip(features, (float(value) for value in row), strict=True)) for row in load_iris().data]
 
 
 def sealed(work: Path) -> tuple[Path, Keys]:

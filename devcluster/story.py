@@ -56,7 +56,8 @@ def pack(model_dir: Path, archive: Path, replace: dict[str, bytes] | None = None
 
 @dataclass(frozen=True)
 class Published:
-    """A bucket directory with ``iris-1.0.0``, ``iris-1.0.1`` and ``tampered`` archives + ``.sig``."""
+    """A bucket directory with ``iris-1.0.0``, ``iris-1.0.1``, ``iris-2.0.0`` (a decision stump that answers
+    differently) and ``tampered`` archives, each with its ``.sig``."""
 
     bucket: Path
     public_key: Path
@@ -73,6 +74,9 @@ def publish(work: Path) -> Published:
     for version in ("1.0.0", "1.0.1"):
         pack(model, bucket / f"iris-{version}.tar.gz")
         (bucket / f"iris-{version}.tar.gz.sig").write_bytes(signature)
+    stump = train(work / "iris-stump", stump=True)
+    pack(stump, bucket / "iris-2.0.0.tar.gz")
+    (bucket / "iris-2.0.0.tar.gz.sig").write_bytes(signing.sign(stump, keys.private).read_bytes())
     flipped = bytearray((model / "model.joblib").read_bytes())
     flipped[len(flipped) // 2] ^= 0x01
     pack(model, bucket / "tampered.tar.gz", {"model.joblib": bytes(flipped)})

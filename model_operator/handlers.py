@@ -5,7 +5,11 @@ Reconcile is level-based: a ModelDeployment's create/update/resume and a five-mi
 optional children no longer wanted, and computes the status. Watch events on children re-apply
 only when a child differs from what this process last wrote (deleted or edited by hand);
 Deployment status changes and pods whose fetch container reports refresh only the status.
-Errors are mapped to kopf's retry semantics only here.
+A ModelDeployment with `strategy: Canary` or `spec.loadTest` is reconciled in full at every
+such event, a finished analysis Job, and every ten seconds while a canary is in progress: the
+rollout state machine (`rollout.plan_rollout`, pure) decides what the stable and canary
+Deployments run and which analysis Job to create. Errors are mapped to kopf's retry semantics
+only here.
 """
 
 from __future__ import annotations
@@ -26,12 +30,23 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from model_operator import conditions as cond
-from model_operator import trust
+from model_operator import rollout, trust
 from model_operator.admission import Evidence
 from model_operator.kube import Kube
-from model_operator.render import ObjectRef, render_all, unwanted_children
+from model_operator.render import (
+    ANALYSIS_APP,
+    ObjectRef,
+    deployment_name,
+    render_all,
+    render_analysis_job,
+    render_canary,
+    revision,
+    selector_labels,
+    unwanted_children,
+)
 from model_operator.status import (
     compute_status,
+    fetch_result,
     fingerprint,
     reports_fetch,
     spec_error_status,
@@ -39,13 +54,15 @@ from model_operator.status import (
     stopped_being_ready,
 )
 from modeldeploy.contract import reasons
-from modeldeploy.contract.api import GROUP, MANAGED_BY, PLURAL, VERSION
+from modeldeploy.contract.api import ANALYSIS_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
 from modeldeploy.contract.pod import HEALTH_READY, SERVER_PORT, ReadinessReport
-from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
+from modeldeploy.contract.rollout import ROLLOUT_HEALTHY
+from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec, with_revision_of
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
 RESYNC_SECONDS = 300.0
 RETRY_SECONDS = 10.0
+ROLLOUT_TICK_SECONDS = 10.0
 READINESS_TIMEOUT = 2.0
 API_THREADS = 16
 CONCURRENT_RECONCILES = 8
@@ -66,6 +83,7 @@ class Outcome:
     status: ModelDeploymentStatus
     problem: str | None = None
     applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    events: list[rollout.Event] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +165,7 @@ async def _apply_children(
     children: list[dict[str, Any]],
     ref: ObjectRef,
     written: dict[tuple[str, str, str], tuple[str, str]],
+    canary: bool = False,
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
     """Apply every child, delete unwanted optional ones; remember what was written for drift checks."""
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -154,7 +173,7 @@ async def _apply_children(
         stored = await kube.apply(child)
         applied[(child["kind"], child["metadata"]["name"])] = stored
         written[(child["kind"], ref.namespace, child["metadata"]["name"])] = fingerprint(stored)
-    for api_version, kind, name in unwanted_children(children, ref):
+    for api_version, kind, name in unwanted_children(children, ref, canary):
         written.pop((kind, ref.namespace, name), None)
         if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
@@ -190,6 +209,7 @@ async def reconcile(
     old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     state = _state(memo)
     kube = state.kube
+    old_rollout, old_tests = rollout.parse_rollout(body.get("status"))
     async with state.locks[meta["uid"]], state.slots:
         started = time.monotonic()
         if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
@@ -201,16 +221,39 @@ async def reconcile(
                 message = decision.problem
                 return Outcome(spec_error_status(generation, old_conditions, message, _now(),
                                                  decision.reason or reasons.SPEC_INVALID), message)
-            children = render_all(spec, ref, state.server_image, decision.bundle)
+            canary_view = spec.rollout.strategy == "Canary" or bool(old_rollout and old_rollout.canary_revision
+                                                                    and old_rollout.active)
+            apply = apply or canary_view or spec.load_test is not None  # the rollout moves on at every event
+            desired = revision(spec, ref, state.server_image, decision.bundle)
+            jobs = await _analysis_jobs(kube, ref) if canary_view or spec.load_test else {}
+            plan: rollout.Plan | None = None
+            if canary_view:
+                seen = await kube.get("apps/v1", "Deployment", deployment_name(ref), ref.namespace)
+                canary = await kube.get("apps/v1", "Deployment", deployment_name(ref.canary()), ref.namespace)
+                stored = rollout.recorded_spec(seen)
+                stable = revision(with_revision_of(spec, stored), ref, state.server_image,
+                                  decision.bundle) if stored else None
+                pods = await kube.list_pods(ref.namespace, _selector(selector_labels(ref)))
+                canary_hash = rollout.template_hash(canary)
+                canary_fetch = fetch_result(pods, canary_hash) if canary_hash else None
+                observed = rollout.Observed(seen, canary, pods, jobs, canary_fetch)
+                plan = rollout.plan_rollout(spec, ref, stored, desired, stable, observed, old_rollout, old_tests,
+                                            _now())
+            children = render_all(plan.stable_spec if plan else spec, ref, state.server_image, decision.bundle)
+            if plan and plan.canary_replicas:
+                children += render_canary(spec, ref, state.server_image, decision.bundle, plan.canary_replicas)
             kopf.adopt(children, owner=body)
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if apply or deployment is None:
-                applied = await _apply_children(kube, body, children, ref, state.applied)
+                applied = await _apply_children(kube, body, children, ref, state.applied, canary_view)
                 deployment = applied[("Deployment", ref.name)]
-            selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-            pods = await kube.list_pods(ref.namespace, selector)
+            if plan is None:
+                pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))
+                observed = rollout.Observed(deployment, None, pods, jobs)
+                plan = rollout.plan_rollout(spec, ref, None, desired, None, observed, old_rollout, old_tests, _now())
+            await _run_analyses(kube, body, plan, spec, ref, state.server_image)
         except SpecError as err:
             logger.warning("Invalid spec: %s", err)
             return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))
@@ -224,10 +267,35 @@ async def reconcile(
     evidence = Evidence.parse(dict(meta.get("annotations") or {}))
     admitted_at = evidence.admitted_at if evidence else None
     reports = await readiness_reports(pods)
-    status = compute_status(spec, ref, generation, old_conditions, dict(deployment), pods, _now(), admitted_at,
-                            reports)
+    status = compute_status(plan.stable_spec, ref, generation, old_conditions, dict(deployment), pods, _now(),
+                            admitted_at, reports, plan.rollout, plan.load_tests)
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
-    return Outcome(status, None, applied)
+    return Outcome(status, None, applied, plan.events)
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+async def _analysis_jobs(kube: Kube, ref: ObjectRef) -> dict[str, rollout.JobState]:
+    """The ModelDeployment's analysis Jobs, with their pods' reports."""
+    selector = _selector({"app.kubernetes.io/name": ANALYSIS_APP, "app.kubernetes.io/instance": ref.name})
+    jobs = await kube.list_jobs(ref.namespace, selector)
+    return rollout.job_states(jobs, await kube.list_pods(ref.namespace, selector) if jobs else [])
+
+
+async def _run_analyses(kube: Kube, body: kopf.Body, plan: rollout.Plan, spec: ModelDeploymentSpec, ref: ObjectRef,
+                        default_image: str | None) -> None:
+    """Create the analysis Job the plan asks for (unless it exists) and delete the ones nobody waits for."""
+    for name in plan.stale_jobs:
+        await kube.delete_job(name, ref.namespace)
+    run = plan.run
+    if run is None:
+        return
+    job = render_analysis_job(spec, ref, default_image, run.name, run.analysis, run.kind, run.revision,
+                              run.targets, run.baseline)
+    kopf.adopt(job, owner=body)
+    await kube.create(job)
 
 
 async def readiness_reports(pods: list[dict[str, Any]]) -> dict[str, ReadinessReport]:
@@ -258,8 +326,12 @@ def _api_message(err: ApiException) -> str:
 
 
 def _post_events(body: kopf.Body, outcome: Outcome) -> None:
+    for event in outcome.events:
+        (kopf.warn if event.warning else kopf.info)(body, reason=event.reason, message=event.message)
     old = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     for condition in cond.transitions(old, outcome.status.conditions):
+        if condition.type == ROLLOUT_HEALTHY:
+            continue  # the rollout's own events say more
         bad = condition.status == "False" and condition.type in (READY, PARAMETERS_VERIFIED)
         post = kopf.warn if bad else kopf.info
         post(body, reason=condition.reason, message=f"{condition.type}={condition.status}: {condition.message}")
@@ -357,6 +429,26 @@ async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger
     """Refresh the owner's status when a pod's fetch container reports or its server stops being ready."""
     if type is not None:
         await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={ANALYSIS_LABEL: kopf.PRESENT})
+async def analysis_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
+                           **kwargs: Any) -> None:
+    """An analysis Job finished (or failed): judge it and move the rollout on."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    if type is not None and any(c.get("type") in ("Complete", "Failed") for c in conditions):
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=True)
+
+
+def _canary_active(status: Mapping[str, Any] | None, **_: Any) -> bool:
+    rollout_status = (status or {}).get("rollout") or {}
+    return bool(rollout_status.get("canaryRevision")) and rollout_status.get("phase") in ("Progressing", "Analyzing")
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_TICK_SECONDS, when=_canary_active)
+async def rollout_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """While a canary is in progress, look again often: its deadlines pass without any event."""
+    _write_status(body, await reconcile(body, memo, logger), patch)
 
 
 async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners) -> None:

@@ -124,6 +124,41 @@ class Kube:
         """Pods in `namespace` matching the label `selector`, as plain dicts."""
         return await asyncio.to_thread(self._list_pods, namespace, selector)
 
+    def _list_jobs(self, namespace: str, selector: str) -> list[Manifest]:
+        jobs = client.BatchV1Api(self._api_client).list_namespaced_job(namespace, label_selector=selector)
+        return [self._api_client.sanitize_for_serialization(job) for job in jobs.items]  # type: ignore[no-untyped-call]
+
+    async def list_jobs(self, namespace: str, selector: str) -> list[Manifest]:
+        """Jobs in `namespace` matching the label `selector`, as plain dicts."""
+        return await asyncio.to_thread(self._list_jobs, namespace, selector)
+
+    def _create(self, manifest: Manifest) -> bool:
+        meta = manifest["metadata"]
+        try:
+            self._resource(manifest["apiVersion"], manifest["kind"]).create(
+                body=manifest, namespace=meta["namespace"], field_manager=FIELD_MANAGER)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return False
+        return True
+
+    async def create(self, manifest: Manifest) -> bool:
+        """Create `manifest` unless an object of its name exists (a Job's spec is immutable); True if created."""
+        return await asyncio.to_thread(self._create, manifest)
+
+    def _delete_job(self, name: str, namespace: str) -> None:
+        try:
+            client.BatchV1Api(self._api_client).delete_namespaced_job(
+                name, namespace, propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    async def delete_job(self, name: str, namespace: str) -> None:
+        """Delete a Job and (in the background) its pods; a Job already gone is fine."""
+        await asyncio.to_thread(self._delete_job, name, namespace)
+
     def _ensure_peering(self, name: str) -> None:
         body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
         try:

@@ -15,8 +15,17 @@ from typing import Any
 
 import yaml
 
-from modeldeploy.contract.api import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
+from modeldeploy.contract.api import (
+    ANALYSIS_LABEL,
+    MANAGED_BY,
+    MODEL_LABEL,
+    REVISION_LABEL,
+    REVISION_SPEC_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    TRACK_LABEL,
+)
 from modeldeploy.contract.pod import (
+    CONFIG_DIR,
     CONFIG_KEY,
     CONFIG_PATH,
     HEALTH_LIVE,
@@ -34,10 +43,12 @@ from modeldeploy.contract.pod import (
     TRUST_KEY,
     TRUST_PATH,
     FetchArgs,
+    LoadTestArgs,
     ServeArgs,
     ServerConfig,
 )
-from modeldeploy.contract.spec import ModelDeploymentSpec, SecretKeyRef, SpecError
+from modeldeploy.contract.rollout import DEFAULT_USERS, Analysis
+from modeldeploy.contract.spec import REVISION_FIELDS, ModelDeploymentSpec, SecretKeyRef, SpecError
 from modeldeploy.contract.trust import TrustBundle
 
 Manifest = dict[str, Any]
@@ -45,18 +56,34 @@ Manifest = dict[str, Any]
 DEFAULT_MAX_BYTES = 10 << 30
 VOLUME_MARGIN = 64 << 20  # signature, fetch's marker, filesystem overhead
 APP_NAME = "model-server"
+ANALYSIS_APP = "modeldeploy-analysis"
+CANARY = "canary"
+INPUTS_DIR = f"{CONFIG_DIR}/inputs"
+JOB_SLACK_SECONDS = 120  # what an analysis Job may take beyond its load: start, metadata, comparison
+JOB_TTL_SECONDS = 86400  # finished analysis Jobs stay a day for `kubectl logs`; their verdict is in the status
 
 
 @dataclass(frozen=True)
 class ObjectRef:
-    """Which ModelDeployment is being rendered."""
+    """Which ModelDeployment is being rendered, and which of its tracks (the stable pods or the canary)."""
 
     name: str
     namespace: str
+    track: str = "stable"
+
+    def canary(self) -> ObjectRef:
+        return ObjectRef(self.name, self.namespace, CANARY)
+
+    def stable(self) -> ObjectRef:
+        return ObjectRef(self.name, self.namespace)
+
+
+def _track_suffix(ref: ObjectRef) -> str:
+    return f"-{CANARY}" if ref.track == CANARY else ""
 
 
 def deployment_name(ref: ObjectRef) -> str:
-    return ref.name
+    return f"{ref.name}{_track_suffix(ref)}"
 
 
 def service_name(ref: ObjectRef) -> str:
@@ -64,12 +91,17 @@ def service_name(ref: ObjectRef) -> str:
 
 
 def config_map_name(ref: ObjectRef) -> str:
-    return f"{ref.name}-config"
+    return f"{ref.name}{_track_suffix(ref)}-config"
 
 
 def selector_labels(ref: ObjectRef) -> dict[str, str]:
-    """Labels that select the model's pods (immutable for the Deployment's lifetime)."""
-    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": ref.name}
+    """Labels that select the track's pods (immutable for the Deployment's lifetime).
+
+    The stable track's are also the Service's: they select the canary's pods too, so the canary
+    takes its share of the traffic without a service mesh.
+    """
+    labels = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": ref.name}
+    return {**labels, TRACK_LABEL: CANARY} if ref.track == CANARY else labels
 
 
 def labels(ref: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, str]:
@@ -283,48 +315,73 @@ def spec_hash(pod_spec: dict[str, Any], config: dict[str, str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def render_deployment(
-    spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None, trust: TrustBundle | None = None,
-) -> Manifest:
-    """The Deployment: init container fetch + verify, then the server (the pod contract).
-
-    Args:
-        spec: the parsed spec.
-        ref: the ModelDeployment being rendered.
-        default_image: the server image when the spec does not name one.
-        trust: the signers a trust policy decides; None: the spec's publicKey.
+def server_image(spec: ModelDeploymentSpec, default_image: str | None) -> str:
+    """The image the pods (and the analysis Jobs) run.
 
     Raises:
-        SpecError: neither the spec nor the operator names a server image, or no signer is named.
+        SpecError: neither the spec nor the operator names a server image.
     """
     image = spec.image or default_image
     if not image:
         raise SpecError("spec.image is not set and the operator has no default server image")
-    pod = _pod_spec(spec, ref, image, trust)
+    return image
+
+
+def revision_document(spec: ModelDeploymentSpec) -> str:
+    """The spec's revision fields as JSON: what the stable Deployment records it runs."""
+    fields = spec.model_dump(by_alias=True, mode="json", exclude_unset=True, include=set(REVISION_FIELDS))
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def revision(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None,
+             trust: TrustBundle | None = None) -> str:
+    """The spec's revision: the digest of what its stable pods would run (the stable template's spec hash)."""
+    template = render_deployment(spec, ref.stable(), default_image, trust)["spec"]["template"]
+    return str(template["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+
+
+def render_deployment(
+    spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None = None, trust: TrustBundle | None = None,
+    replicas: int | None = None,
+) -> Manifest:
+    """The track's Deployment: init container fetch + verify, then the server (the pod contract).
+
+    Args:
+        spec: the parsed spec.
+        ref: the ModelDeployment being rendered, and the track.
+        default_image: the server image when the spec does not name one.
+        trust: the signers a trust policy decides; None: the spec's publicKey.
+        replicas: the canary's replicas (the stable track's come from the spec or its autoscaler).
+
+    Raises:
+        SpecError: neither the spec nor the operator names a server image, or no signer is named.
+    """
+    pod = _pod_spec(spec, ref, server_image(spec, default_image), trust)
+    pod_hash = spec_hash(pod, config_data(spec, trust))
+    meta = _meta(ref, spec, deployment_name(ref))
+    template_labels = labels(ref, spec)
+    if ref.track == CANARY:
+        template_labels[REVISION_LABEL] = meta["labels"][REVISION_LABEL] = revision(spec, ref, default_image, trust)
+    else:
+        meta["labels"][REVISION_LABEL] = pod_hash
+        meta["annotations"] = {REVISION_SPEC_ANNOTATION: revision_document(spec)}
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(ref)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "revisionHistoryLimit": 5,
         "template": {
-            "metadata": {
-                "labels": labels(ref, spec),
-                "annotations": {SPEC_HASH_ANNOTATION: spec_hash(pod, config_data(spec, trust))},
-            },
+            "metadata": {"labels": template_labels, "annotations": {SPEC_HASH_ANNOTATION: pod_hash}},
             "spec": pod,
         },
     }
-    if spec.autoscaling is None:
-        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(ref, spec, deployment_name(ref)),
-        "spec": deployment_spec,
-    }
+    if replicas is not None or spec.autoscaling is None:
+        deployment_spec = {"replicas": spec.replicas if replicas is None else replicas, **deployment_spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": deployment_spec}
 
 
 def render_service(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
-    """The Service in front of the model's pods."""
+    """The Service in front of the model's pods (the stable ones and the canary's)."""
+    ref = ref.stable()
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -403,10 +460,82 @@ def render_all(
     return [child for child in children if child is not None]
 
 
-OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("autoscaling/v2", "HorizontalPodAutoscaler"))
+def render_canary(spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None, trust: TrustBundle | None,
+                  replicas: int) -> list[Manifest]:
+    """The canary's ConfigMap and Deployment: the spec's revision on `replicas` pods behind the same Service."""
+    canary = ref.canary()
+    return [render_config_map(spec, canary, trust), render_deployment(spec, canary, default_image, trust, replicas)]
 
 
-def unwanted_children(children: list[Manifest], ref: ObjectRef) -> list[tuple[str, str, str]]:
+def optional_children(ref: ObjectRef, canary: bool) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of the children a spec may not want: PDB, HPA, and (`canary`) the canary's."""
+    optional = [("policy/v1", "PodDisruptionBudget", deployment_name(ref)),
+                ("autoscaling/v2", "HorizontalPodAutoscaler", deployment_name(ref))]
+    if canary:
+        optional += [("apps/v1", "Deployment", deployment_name(ref.canary())),
+                     ("v1", "ConfigMap", config_map_name(ref.canary()))]
+    return optional
+
+
+def unwanted_children(children: list[Manifest], ref: ObjectRef, canary: bool = False) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of optional children missing from `children`, to be deleted."""
-    rendered = {(child["apiVersion"], child["kind"]) for child in children}
-    return [(api, kind, deployment_name(ref)) for api, kind in OPTIONAL_KINDS if (api, kind) not in rendered]
+    rendered = {(child["apiVersion"], child["kind"], child["metadata"]["name"]) for child in children}
+    return [child for child in optional_children(ref, canary) if child not in rendered]
+
+
+def render_analysis_job(
+    spec: ModelDeploymentSpec, ref: ObjectRef, default_image: str | None, name: str, analysis: Analysis,
+    kind: str, measured_revision: str, targets: list[str], baseline: list[str],
+) -> Manifest:
+    """A Job running the server image's `modeldeploy loadtest` against `targets` (and `baseline` alike).
+
+    It needs no API access (no ServiceAccount token): it talks to pod addresses, reads its inputs
+    from a mounted ConfigMap, and writes its `AnalysisReport` to its termination message.
+    """
+    inputs = analysis.inputs
+    args = LoadTestArgs(
+        targets=tuple(targets), model=spec.model.name, duration_seconds=analysis.duration_seconds,
+        users=analysis.users or (None if analysis.rate else DEFAULT_USERS), rate=analysis.rate,
+        samples=analysis.samples, inputs=f"{INPUTS_DIR}/{inputs.key}" if inputs else None,
+        baseline=tuple(baseline), tolerance=analysis.gates.prediction_tolerance,
+    )
+    job_labels = {"app.kubernetes.io/name": ANALYSIS_APP, "app.kubernetes.io/instance": ref.name,
+                  "app.kubernetes.io/managed-by": MANAGED_BY, ANALYSIS_LABEL: kind, REVISION_LABEL: measured_revision}
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if inputs:
+        mounts.append({"name": "inputs", "mountPath": INPUTS_DIR, "readOnly": True})
+        volumes.append({"name": "inputs", "configMap": {"name": inputs.config_map_name,
+                                                        "items": [{"key": inputs.key, "path": inputs.key}]}})
+    container = {
+        "name": "loadtest",
+        "image": server_image(spec, default_image),
+        "command": args.argv(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": _container_security(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": ref.namespace, "labels": job_labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": analysis.duration_seconds + JOB_SLACK_SECONDS,
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

@@ -14,8 +14,9 @@ from typing import Any
 from model_operator import conditions as cond
 from model_operator.render import ObjectRef, endpoint, selector_labels
 from modeldeploy.contract import reasons
-from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
+from modeldeploy.contract.api import REVISION_LABEL, SPEC_HASH_ANNOTATION
 from modeldeploy.contract.pod import INIT_CONTAINER, SERVER_CONTAINER, ReadinessReport, TerminationRecord
+from modeldeploy.contract.rollout import ROLLOUT_HEALTHY, AnalysisResult, RolloutStatus
 from modeldeploy.contract.spec import ModelDeploymentSpec
 from modeldeploy.contract.status import (
     AVAILABLE,
@@ -166,6 +167,26 @@ def policy_conflicts(spec: ModelDeploymentSpec, record: TerminationRecord | None
             "guardrails cannot be removed or replaced: rename the spec's policies")
 
 
+def rolled_out(deployment: Mapping[str, Any] | None, revision: str | None = None) -> bool:
+    """Whether a Deployment's pods all run its template (of `revision`, if given) and are available."""
+    if deployment is None:
+        return False
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = int(spec.get("replicas", 0) or 0)
+    if revision is not None and deployment_revision(deployment) != revision:
+        return False
+    observed = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+    return bool(observed and int(status.get("updatedReplicas", 0) or 0) == desired
+                and int(status.get("replicas", 0) or 0) == desired
+                and int(status.get("availableReplicas", 0) or 0) >= desired)
+
+
+def deployment_revision(deployment: Mapping[str, Any] | None) -> str | None:
+    """The revision a Deployment runs (its revision label)."""
+    found = (((deployment or {}).get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL)
+    return str(found) if found else None
+
+
 def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, Any]:
     conditions = deployment.get("status", {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == type_), {})
@@ -181,6 +202,8 @@ def compute_status(
     now: str,
     admitted_at: str | None = None,
     reports: Mapping[str, ReadinessReport] | None = None,
+    rollout: RolloutStatus | None = None,
+    load_tests: list[AnalysisResult] | None = None,
 ) -> ModelDeploymentStatus:
     """The full `.status` of a ModelDeployment.
 
@@ -194,6 +217,8 @@ def compute_status(
         now: an RFC 3339 timestamp for condition transitions.
         admitted_at: when the admission webhook verified the current signature, if it did.
         reports: readiness reports of pods whose server stopped being ready, by pod name.
+        rollout: where the rollout stands (`rollout.plan_rollout`).
+        load_tests: spec.loadTest's summaries per revision.
     """
     dep_status = deployment.get("status", {})
     desired = int(deployment.get("spec", {}).get("replicas", 0) or 0)
@@ -201,8 +226,7 @@ def compute_status(
     ready = int(dep_status.get("readyReplicas", 0) or 0)
     updated = int(dep_status.get("updatedReplicas", 0) or 0)
     available = int(dep_status.get("availableReplicas", 0) or 0)
-    observed = dep_status.get("observedGeneration", 0) >= deployment.get("metadata", {}).get("generation", 0)
-    complete = observed and updated == desired and replicas == desired and available >= desired
+    complete = rolled_out(deployment)
 
     current_hash = deployment["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
     verified = integrity_failure(pods, current_hash, reports or {}) or fetch_result(pods, current_hash)
@@ -245,6 +269,7 @@ def compute_status(
         )),
         (PROGRESSING, progressing),
         (READY, ready_cond),
+        *([(ROLLOUT_HEALTHY, rollout_health(rollout, load_tests))] if rollout else []),
     ):
         conditions = cond.set_condition(conditions, type_, value, reason, message, now, generation)
 
@@ -258,8 +283,22 @@ def compute_status(
         selector=",".join(f"{k}={v}" for k, v in selector_labels(ref).items()),
         endpoint=endpoint(ref, spec),
         verification=verified.verification(admitted_at),
+        rollout=rollout,
+        load_test=load_tests or None,
         conditions=conditions,
     )
+
+
+def rollout_health(rollout: RolloutStatus, load_tests: list[AnalysisResult] | None) -> tuple[ConditionStatus, str, str]:
+    """RolloutHealthy: True once promoted (and its load test, if any, passed), False when rolled back."""
+    measured = next((test for test in reversed(load_tests or []) if test.revision == rollout.stable_revision), None)
+    if rollout.phase == "RolledBack":
+        return "False", rollout.reason, rollout.message
+    if rollout.phase != "Promoted":
+        return "Unknown", rollout.reason, rollout.message
+    if measured is not None and not measured.passed:
+        return "False", reasons.LOAD_TEST_FAILED, f"load test of revision {measured.revision}: {measured.message}"
+    return "True", rollout.reason, rollout.message
 
 
 def spec_error_status(

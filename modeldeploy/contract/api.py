@@ -15,3 +15,7 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 MANAGED_BY = "modeldeploy"
 SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 MODEL_LABEL = f"{GROUP}/model"
+TRACK_LABEL = f"{GROUP}/track"  # "canary" on the canary Deployment's pods (the stable pods carry none)
+REVISION_LABEL = f"{GROUP}/revision"  # the revision a Deployment (or an analysis Job) runs or measures
+REVISION_SPEC_ANNOTATION = f"{GROUP}/revision-spec"  # on the stable Deployment: the spec fields it runs
+ANALYSIS_LABEL = f"{GROUP}/analysis"  # on analysis Jobs: "canary" or "loadtest"

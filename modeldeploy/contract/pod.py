@@ -101,6 +101,34 @@ class ServeArgs:
         ]
 
 
+@dataclass(frozen=True)
+class LoadTestArgs:
+    """The analysis Job's command line (`modeldeploy loadtest`): load the targets, and the baseline alike."""
+
+    targets: tuple[str, ...]  # http://POD-IP:PORT of the revision under test
+    model: str
+    duration_seconds: int
+    users: int | None = None  # exactly one of users or rate
+    rate: float | None = None
+    samples: int = 200
+    inputs: str | None = None  # a JSONL file of request bodies
+    baseline: tuple[str, ...] = ()  # the stable pods, loaded alike and compared with
+    tolerance: float = 1e-6
+    termination_log: str = TERMINATION_LOG
+
+    def argv(self) -> list[str]:
+        """The command, as the container runs it."""
+        command = [COMMAND, "loadtest", ",".join(self.targets), "--model", self.model,
+                   "--duration", f"{self.duration_seconds}s", "--samples", str(self.samples)]
+        command += ["--rate", f"{self.rate:g}"] if self.rate is not None else ["--users", str(self.users or 1)]
+        if self.inputs is not None:
+            command += ["--input", self.inputs]
+        if self.baseline:
+            command += ["--baseline", ",".join(self.baseline), "--compare", str(self.samples),
+                        "--tolerance", f"{self.tolerance:g}"]
+        return [*command, "--termination-log", self.termination_log]
+
+
 class ServerConfig(BaseModel):
     """`server.yaml`: what the operator tells the server beyond its command line (camelCase keys)."""
 

@@ -264,6 +264,8 @@ class RolloutStatus(RolloutModel):
 
     strategy: Literal["RollingUpdate", "Canary"]
     phase: Phase = Field(description="Progressing, Analyzing, Promoted or RolledBack.")
+    reason: str = Field(description="Why, as the RolloutHealthy condition says: Promoted, CanaryProgressing, "
+                        "RolloutProgressing, RolledBack, CanaryNotReady, AnalysisFailed or a verification reason.")
     stable_revision: str | None = Field(default=None, alias="stableRevision",
                                         description="The revision the stable Deployment runs.")
     canary_revision: str | None = Field(default=None, alias="canaryRevision",
