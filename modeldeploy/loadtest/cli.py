@@ -158,9 +158,9 @@ async def run_with_progress(generator: LoadGenerator, recorder: Recorder, consol
     help="How many distinct bodies to generate.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated bodies.")
-@click.option("--p99-ms", type=float, help="Gate: p99 latency at most this many ms.")
+@click.option("--p99-ms", type=click.FloatRange(min=0), help="Gate: p99 latency at most this many ms.")
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), help="Gate: failed fraction at most this (0.01 = 1 %).")
-@click.option("--min-rps", type=float, help="Gate: at least this many requests/s.")
+@click.option("--min-rps", type=click.FloatRange(min=0), help="Gate: at least this many requests/s.")
 @click.option(
     "--report",
     "report_dir",
