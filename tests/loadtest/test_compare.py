@@ -97,8 +97,15 @@ def test_rejections_and_overrides_are_read_from_the_answer() -> None:
     assert not Answer(422, {"type": "PolicyFailed"}).rejected and not Answer(400, {"type": "InvalidInput"}).rejected
     assert ok({}, "override").overridden and ok({}, "clamp").overridden
     assert not ok({}).overridden and not ok({}, "reject").overridden
-    batch = Answer(200, {"predictions": [{"prediction": {}, "policies": []}, {"prediction": {}, "policies": [
-        {"policy": "floor", "action": "clamp"}]}]})
+    batch = Answer(
+        200,
+        {
+            "predictions": [
+                {"prediction": {}, "policies": []},
+                {"prediction": {}, "policies": [{"policy": "floor", "action": "clamp"}]},
+            ]
+        },
+    )
     assert batch.overridden
     assert not Answer(None).rejected and not Answer(None).overridden
 
