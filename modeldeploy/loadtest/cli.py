@@ -4,7 +4,7 @@ Thin: parses options, wires target, inputs, engine, stats, gates, compare and re
 and does the terminal I/O. With `--baseline` the same load goes to a second set of endpoints at
 the same time, and `--compare N` then compares both sides' answers to N inputs; `--termination-log`
 writes the contract's `AnalysisReport` (an error one when the test cannot run), as the analysis
-Job does. Exit code 1 when a gate fails or the test cannot run.
+Job does. Exit code 1 when a gate fails or the test cannot run (2 for a usage error).
 """
 
 from __future__ import annotations
@@ -122,13 +122,10 @@ def reported_errors(termination_log: Path | None) -> Iterator[None]:
     """An error that ends the command is also written to `termination_log` as an error report."""
     try:
         yield
-    except click.ClickException as err:
-        if termination_log is not None:
-            write_termination_log(termination_log, error_report(err.format_message()))
-        raise
     except Exception as err:
         if termination_log is not None:
-            write_termination_log(termination_log, error_report(f"{type(err).__name__}: {err}"))
+            message = err.format_message() if isinstance(err, click.ClickException) else f"{type(err).__name__}: {err}"
+            write_termination_log(termination_log, error_report(message))
         raise
 
 
