@@ -19,6 +19,9 @@ Two load models:
   waits in a backlog. Latency is measured from when the request was due, so a server
   that falls behind is not hidden by the generator waiting (no coordinated omission).
 
+Several generators can share one loop (`run_together`): the canary analysis loads the
+target's and the baseline's endpoints with the same load at the same time.
+
 Owns sockets and timing only: what to send comes from `inputs`, what the results mean
 from `stats`. No terminal or file output here.
 """
@@ -376,3 +379,8 @@ class LoadGenerator:
             conn.started = None
         self._connections.discard(conn)
         self._replace_connection(RECONNECT_DELAY_S if exc else 0.0)
+
+
+async def run_together(generators: Sequence[LoadGenerator]) -> list[float]:
+    """Run load tests at the same time on the running event loop; their durations, in order."""
+    return list(await asyncio.gather(*(generator.run() for generator in generators)))

@@ -1,14 +1,19 @@
 """Service-level gates a load test must pass: p99 latency, error rate, throughput.
 
 Pure: `evaluate_gates(stats, gates)` returns the failures; the CLI turns them into exit code 1.
+The judging is the contract's `evaluate_gates` (the one the operator applies to an analysis
+report); this module maps the command line's gates to it and its verdicts back.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from modeldeploy.loadtest.stats import Stats
+from modeldeploy.contract import rollout
+from modeldeploy.loadtest.stats import Stats, load_figures
+
+# the contract's gate names (spec fields) -> the command line's
+_GATE_NAMES = {"p99Ms": "p99_ms", "maxErrorRate": "max_error_rate", "minRps": "min_rps"}
 
 
 @dataclass(frozen=True)
@@ -22,14 +27,16 @@ class Gates:
 
 @dataclass(frozen=True)
 class GateFailure:
-    """One gate the test did not pass."""
+    """One gate the test did not pass; `actual` is None when there was nothing to judge."""
 
     gate: str
     limit: float
-    actual: float
+    actual: float | None
 
     @property
     def message(self) -> str:
+        if self.actual is None:
+            return f"{self.gate}: nothing measured (limit {self.limit:.4g})"
         if self.gate == "min_rps":
             return f"min_rps: {self.actual:.4g} requests/s is under the minimum of {self.limit:.4g}"
         return f"{self.gate}: {self.actual:.4g} is over the limit of {self.limit:.4g}"
@@ -38,14 +45,11 @@ class GateFailure:
 def evaluate_gates(stats: Stats, gates: Gates) -> list[GateFailure]:
     """The gates `stats` fails, in the order p99, error rate, throughput.
 
-    A test without any response has an undefined p99, which fails a p99 gate.
+    A test without any response has no p99, which fails a p99 gate.
+
+    Raises:
+        pydantic.ValidationError: a limit out of the contract's range (negative, an error rate over 1).
     """
-    failures = []
-    p99 = stats.latency_ms.p99
-    if gates.p99_ms is not None and (math.isnan(p99) or p99 > gates.p99_ms):
-        failures.append(GateFailure("p99_ms", gates.p99_ms, p99))
-    if gates.max_error_rate is not None and stats.error_rate > gates.max_error_rate:
-        failures.append(GateFailure("max_error_rate", gates.max_error_rate, stats.error_rate))
-    if gates.min_rps is not None and stats.rps < gates.min_rps:
-        failures.append(GateFailure("min_rps", gates.min_rps, stats.rps))
-    return failures
+    limits = rollout.Gates(p99_ms=gates.p99_ms, max_error_rate=gates.max_error_rate, min_rps=gates.min_rps)
+    results = rollout.evaluate_gates(rollout.AnalysisReport(canary=load_figures(stats)), limits)
+    return [GateFailure(_GATE_NAMES[r.gate], r.limit, r.actual) for r in results if not r.passed]

@@ -1,8 +1,10 @@
-"""What a load test says: the terminal summary and the report files (JSON, CSV, HTML).
+"""What a load test says: the terminal summary, the report files (JSON, CSV, HTML), the termination log.
 
-`format_summary` and the `render_*` functions are pure (data in, text out);
-`write_report` only writes what they render. The HTML page is self-contained (inline
-SVG, no scripts, no CDN) so it opens offline.
+`format_summary`, the `render_*` functions, `analysis_report` and `error_report` are pure
+(data in, text or the contract's `AnalysisReport` out); `write_report` and
+`write_termination_log` only write what they make. The HTML page is self-contained (inline
+SVG, no scripts, no CDN) so it opens offline. The termination log is the analysis Job's
+result for the operator: one line of JSON under the kubelet's 4 KiB.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.contract.rollout import REPORT_LIMIT, AnalysisReport, Comparison
 from modeldeploy.loadtest.gates import GateFailure, Gates
-from modeldeploy.loadtest.stats import Second, Stats
+from modeldeploy.loadtest.stats import Second, Stats, load_figures
 
 REPORT_JSON, TIMELINE_CSV, REPORT_HTML = "report.json", "timeline.csv", "report.html"
 CSV_COLUMNS = ("t_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
@@ -46,11 +49,32 @@ def summary_rows(stats: Stats) -> list[tuple[str, str]]:
     return rows
 
 
-def format_summary(stats: Stats, failures: Sequence[GateFailure]) -> str:
-    """The final table and verdict as plain text."""
-    rows = summary_rows(stats)
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+def comparison_line(comparison: Comparison) -> str:
+    """The comparison in one line, e.g. `compared 200: 37 changed (18.5%), 0 rejected, 0 overridden`."""
+    share = f" ({comparison.changed / comparison.compared:.1%})" if comparison.compared else ""
+    return (
+        f"compared {comparison.compared}: {comparison.changed} changed{share}, "
+        f"{comparison.rejected} rejected, {comparison.overridden} overridden"
+    )
+
+
+def format_summary(
+    stats: Stats,
+    failures: Sequence[GateFailure],
+    baseline: Stats | None = None,
+    comparison: Comparison | None = None,
+) -> str:
+    """The final table (the target's, then the baseline's), the comparison and the verdict as plain text."""
+    sections = {"target": summary_rows(stats)}
+    if baseline is not None:
+        sections["baseline"] = summary_rows(baseline)
+    width = max(len(label) for rows in sections.values() for label, _ in rows)
+    grouped = baseline is not None
+    lines = []
+    for name, rows in sections.items():
+        lines += [f"{name}:"] if grouped else []
+        lines += [f"{'  ' if grouped else ''}{label:<{width}}  {value}" for label, value in rows]
+    lines += [comparison_line(comparison)] if comparison is not None else []
     lines += [f"FAIL {f.message}" for f in failures] or ["PASS all gates"]
     return "\n".join(lines)
 
@@ -66,9 +90,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def render_json(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
-    """report.json: the test's settings, its summary, timeline and gate results."""
-    document = {
+def render_json(
+    stats: Stats,
+    gates: Gates,
+    failures: Sequence[GateFailure],
+    meta: dict[str, Any],
+    baseline: Stats | None = None,
+    comparison: Comparison | None = None,
+) -> str:
+    """report.json: the test's settings, its summary, timeline and gate results (and the baseline's, the comparison)."""
+    document: dict[str, Any] = {
         "meta": meta,
         "passed": not failures,
         "gates": {k: v for k, v in vars(gates).items() if v is not None},
@@ -77,6 +108,10 @@ def render_json(stats: Stats, gates: Gates, failures: Sequence[GateFailure], met
         ],
         "stats": stats.to_dict(),
     }
+    if baseline is not None:
+        document["baselineStats"] = baseline.to_dict()
+    if comparison is not None:
+        document["comparison"] = comparison.model_dump(by_alias=True)
     return json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n"
 
 
@@ -146,12 +181,26 @@ def render_svg_chart(title: str, unit: str, series: dict[str, list[tuple[float, 
     return "\n".join(parts)
 
 
-def render_html(stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]) -> str:
-    """report.html: settings, verdict, summary table, latency-over-time and throughput charts."""
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def render_html(
+    stats: Stats,
+    gates: Gates,
+    failures: Sequence[GateFailure],
+    meta: dict[str, Any],
+    baseline: Stats | None = None,
+    comparison: Comparison | None = None,
+) -> str:
+    """report.html: settings, verdict, summary tables, comparison, latency-over-time and throughput charts."""
     verdict = "FAILED" if failures else "PASSED"
     shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in meta.items()}
-    setting_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in shown.items())
-    summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(stats))
+    summary = f"<h2>Summary</h2>{_table(summary_rows(stats))}"
+    if baseline is not None:
+        summary += f"<h2>Baseline summary</h2>{_table(summary_rows(baseline))}"
+    if comparison is not None:
+        summary += f"<h2>Comparison</h2><p>{escape(comparison_line(comparison))}</p>"
     gate_items = "".join(f"<li class=fail>{escape(f.message)}</li>" for f in failures)
     checked = ", ".join(f"{k} = {v:g}" for k, v in vars(gates).items() if v is not None) or "none"
     timeline = stats.timeline
@@ -183,9 +232,9 @@ th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
 svg text {{ font-size: 11px; }}
 </style></head><body>
 <h1>Load test <span class="{verdict}">{verdict}</span></h1>
-<h2>Settings</h2><table>{setting_rows}</table>
+<h2>Settings</h2>{_table(list(shown.items()))}
 <h2>Gates</h2><p>Checked: {escape(checked)}</p><ul>{gate_items}</ul>
-<h2>Summary</h2><table>{summary}</table>
+{summary}
 <h2>Over time</h2>
 {latency}
 {throughput}
@@ -195,15 +244,55 @@ svg text {{ font-size: 11px; }}
 
 
 def write_report(
-    directory: Path, stats: Stats, gates: Gates, failures: Sequence[GateFailure], meta: dict[str, Any]
+    directory: Path,
+    stats: Stats,
+    gates: Gates,
+    failures: Sequence[GateFailure],
+    meta: dict[str, Any],
+    baseline: Stats | None = None,
+    comparison: Comparison | None = None,
 ) -> list[Path]:
-    """Write report.json, timeline.csv and report.html into `directory` (created if needed)."""
+    """Write report.json, timeline.csv (the target's) and report.html into `directory` (created if needed)."""
     directory.mkdir(parents=True, exist_ok=True)
     files = {
-        REPORT_JSON: render_json(stats, gates, failures, meta),
+        REPORT_JSON: render_json(stats, gates, failures, meta, baseline, comparison),
         TIMELINE_CSV: render_csv(stats.timeline),
-        REPORT_HTML: render_html(stats, gates, failures, meta),
+        REPORT_HTML: render_html(stats, gates, failures, meta, baseline, comparison),
     }
     for name, text in files.items():
         (directory / name).write_text(text)
     return [directory / name for name in files]
+
+
+def analysis_report(
+    stats: Stats, baseline: Stats | None = None, comparison: Comparison | None = None
+) -> AnalysisReport:
+    """The analysis Job's report of a test that ran: the target as the canary, the baseline, the comparison."""
+    return AnalysisReport(
+        canary=load_figures(stats),
+        baseline=load_figures(baseline) if baseline is not None else None,
+        comparison=comparison,
+    )
+
+
+# the contract's bound on the error text
+_ERROR_CHARS: int = next(
+    m.max_length for m in AnalysisReport.model_fields["error"].metadata if hasattr(m, "max_length")
+)
+
+
+def error_report(message: str) -> AnalysisReport:
+    """The report of a test that could not run: `message` on one line, cut to fit the report's limits."""
+    text = " ".join(message.split()) or "the load test failed"
+    limit = _ERROR_CHARS
+    while True:  # escapes of non-ASCII characters make the line longer than the text
+        cut = text if len(text) <= limit else text[: limit - 3] + "..."
+        report = AnalysisReport(error=cut)
+        if len(report.line()) < REPORT_LIMIT:
+            return report
+        limit //= 2
+
+
+def write_termination_log(path: Path, report: AnalysisReport) -> None:
+    """Write `report` as the one line of the termination message file `path`."""
+    path.write_text(report.line() + "\n")

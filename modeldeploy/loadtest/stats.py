@@ -1,6 +1,7 @@
 """Results of a load test: the recorder the engine writes to, and the summary made from it.
 
-Owns counting and percentiles. Pure: no sockets, no terminal, no files.
+Owns counting and percentiles, and `load_figures`, the summary as the contract's `LoadFigures`
+(what the gates judge and the analysis report carries). Pure: no sockets, no terminal, no files.
 Latency percentiles cover every request that got an HTTP response (any status);
 transport errors (refused, reset, timeout) count as failures without a latency.
 """
@@ -12,6 +13,8 @@ from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from modeldeploy.contract.rollout import LoadFigures
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -158,4 +161,20 @@ def summarize(recorder: Recorder, duration_s: float) -> Stats:
         errors=dict(recorder.errors.most_common()),
         error_samples=dict(recorder.error_samples),
         timeline=timeline,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def load_figures(stats: Stats) -> LoadFigures:
+    """The contract's figures of a summary (latencies None when nothing was answered)."""
+    return LoadFigures(
+        requests=stats.requests,
+        failures=stats.failures,
+        rps=stats.rps,
+        p50_ms=_finite(stats.latency_ms.p50),
+        p99_ms=_finite(stats.latency_ms.p99),
+        error_rate=stats.error_rate,
     )

@@ -1,4 +1,7 @@
-"""Where the load goes: a server URL, or a ModelDeployment resolved through the Kubernetes API.
+"""Where the load goes: server URLs, or a ModelDeployment resolved through the Kubernetes API.
+
+`http://a:8080,http://b:8080`: the engine spreads connections over the listed servers
+(e.g. the pods of one revision, as the analysis Job names them).
 
 `md/NAME -n NS`: inside a cluster (KUBERNETES_SERVICE_HOST set) the load goes to the
 ModelDeployment's `status.endpoint` (its Service, which spreads connections over the
@@ -36,6 +39,21 @@ class Target:
 
     endpoints: list[Endpoint]
     model: str | None = None
+
+
+def parse_endpoints(urls: str) -> list[Endpoint]:
+    """Comma-separated http(s) URLs -> their endpoints, in order.
+
+    Raises:
+        TargetError: no URL, or a part that is not an http(s) URL.
+    """
+    try:
+        endpoints = [Endpoint.parse(url.strip()) for url in urls.split(",") if url.strip()]
+    except ValueError as err:
+        raise TargetError(f"{err}; give URLs (comma-separated) or md/NAME") from err
+    if not endpoints:
+        raise TargetError(f"no URL in {urls!r}; give URLs (comma-separated) or md/NAME")
+    return endpoints
 
 
 def deployment_name(target: str) -> str | None:
@@ -85,17 +103,14 @@ def endpoints_for_deployment(
 
 
 def resolve_target(target: str, namespace: str | None, kubeconfig: str | None = None) -> Target:
-    """A URL, or `md/NAME` looked up in `namespace` (default: the kubeconfig's namespace).
+    """Comma-separated URLs, or `md/NAME` looked up in `namespace` (default: the kubeconfig's namespace).
 
     Raises:
-        TargetError: not a URL, or the ModelDeployment cannot be read or has no endpoints.
+        TargetError: not URLs, or the ModelDeployment cannot be read or has no endpoints.
     """
     name = deployment_name(target)
     if name is None:
-        try:
-            return Target([Endpoint.parse(target)])
-        except ValueError as err:
-            raise TargetError(f"{err}; give a URL or md/NAME") from err
+        return Target(parse_endpoints(target))
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException

@@ -126,9 +126,9 @@ def test_live_progress_shows_rate_latency_and_errors(iris_url: str) -> None:
     generator = LoadGenerator(
         [Endpoint.parse(iris_url)], "/api/models/iris/prediction", [b"{}"], Load(1.6, users=2), recorder
     )
-    asyncio.run(run_with_progress(generator, recorder, console))
+    asyncio.run(run_with_progress({"target": generator}, console))
     screen = out.getvalue()
-    for column in ("req/s", "p50", "p99", "errors", "in flight"):
+    for column in ("load", "target", "req/s", "p50", "p99", "errors", "in flight"):
         assert column in screen
     assert "1/2 s" in screen or "2/2 s" in screen
     assert sum(recorder.errors.values()) > 0, "an empty body is invalid, so every request failed"

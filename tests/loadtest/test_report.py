@@ -7,9 +7,17 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+from modeldeploy.contract.rollout import REPORT_LIMIT, AnalysisReport, Comparison
 from modeldeploy.loadtest.gates import Gates, evaluate_gates
-from modeldeploy.loadtest.report import format_summary, write_report
-from modeldeploy.loadtest.stats import Recorder, Stats, summarize
+from modeldeploy.loadtest.report import (
+    analysis_report,
+    comparison_line,
+    error_report,
+    format_summary,
+    write_report,
+    write_termination_log,
+)
+from modeldeploy.loadtest.stats import Recorder, Stats, load_figures, summarize
 
 
 def sample_stats() -> Stats:
@@ -82,3 +90,51 @@ def test_json_has_no_nan_for_an_empty_test(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())  # strict JSON: NaN would be rejected below
     assert report["stats"]["latency_ms"]["p99"] is None
     assert "NaN" not in (tmp_path / "report.json").read_text()
+
+
+def test_summary_shows_target_then_baseline_then_the_comparison() -> None:
+    target, baseline = sample_stats(), summarize(Recorder(), 1.0)
+    text = format_summary(target, [], baseline, Comparison(compared=200, changed=37, rejected=0, overridden=0))
+    lines = text.splitlines()
+    assert lines.index("target:") < lines.index("baseline:")
+    assert "  requests" in text and "302" in lines[lines.index("target:") + 1]
+    assert lines[-2:] == ["compared 200: 37 changed (18.5%), 0 rejected, 0 overridden", "PASS all gates"]
+    assert comparison_line(Comparison(compared=0, changed=0, rejected=0, overridden=0)) == (
+        "compared 0: 0 changed, 0 rejected, 0 overridden"
+    )
+
+
+def test_report_files_carry_the_baseline_and_the_comparison(tmp_path: Path) -> None:
+    stats, baseline = sample_stats(), sample_stats()
+    comparison = Comparison(compared=10, changed=3, rejected=1, overridden=2)
+    write_report(tmp_path, stats, Gates(), [], {}, baseline, comparison)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["baselineStats"]["requests"] == 302
+    assert report["comparison"] == {"compared": 10, "changed": 3, "rejected": 1, "overridden": 2}
+    page = (tmp_path / "report.html").read_text()
+    assert "Baseline summary" in page and "compared 10: 3 changed (30.0%)" in page
+    write_report(tmp_path, stats, Gates(), [], {})
+    assert not {"baselineStats", "comparison"} & set(json.loads((tmp_path / "report.json").read_text()))
+
+
+def test_analysis_report_is_the_contracts_line() -> None:
+    comparison = Comparison(compared=4, changed=1, rejected=0, overridden=1)
+    line = analysis_report(sample_stats(), summarize(Recorder(), 1.0), comparison).line()
+    parsed = AnalysisReport.parse(line)
+    assert parsed is not None and parsed.canary is not None and parsed.baseline is not None
+    assert parsed.canary.requests == 302 and parsed.comparison == comparison
+    assert parsed.baseline.p99_ms is None, "no answers: no latency rather than NaN"
+    assert AnalysisReport.parse(analysis_report(sample_stats()).line()) == AnalysisReport(
+        canary=load_figures(sample_stats())
+    )
+
+
+def test_error_report_is_one_line_within_the_limits(tmp_path: Path) -> None:
+    assert error_report("target\n  unreachable").error == "target unreachable"
+    for message in ("x" * 5000, "é" * 5000, "\u2603" * 999):
+        report = error_report(message)
+        assert report.error is not None and len(report.line().encode()) < REPORT_LIMIT
+        assert AnalysisReport.parse(report.line()) == report
+    assert error_report("x" * 5000).error == "x" * 997 + "..."
+    write_termination_log(tmp_path / "log", error_report("boom"))
+    assert (tmp_path / "log").read_text() == '{"error":"boom"}\n'

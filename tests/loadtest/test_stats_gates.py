@@ -7,7 +7,7 @@ import math
 import pytest
 
 from modeldeploy.loadtest.gates import Gates, evaluate_gates
-from modeldeploy.loadtest.stats import Recorder, percentile, summarize
+from modeldeploy.loadtest.stats import Recorder, load_figures, percentile, summarize
 
 
 def recorded(latencies_ms: list[float], errors: int = 0, http_errors: int = 0) -> Recorder:
@@ -70,4 +70,15 @@ def test_each_gate_fails_on_its_own() -> None:
 
 def test_p99_gate_fails_when_nothing_was_answered() -> None:
     stats = summarize(recorded([], errors=5), 1.0)
-    assert [f.gate for f in evaluate_gates(stats, Gates(p99_ms=100.0))] == ["p99_ms"]
+    failures = evaluate_gates(stats, Gates(p99_ms=100.0))
+    assert [f.gate for f in failures] == ["p99_ms"]
+    assert failures[0].actual is None and failures[0].message == "p99_ms: nothing measured (limit 100)"
+
+
+def test_load_figures_are_the_contracts() -> None:
+    figures = load_figures(summarize(recorded([10.0] * 99 + [50.0], errors=1), 2.0))
+    assert (figures.requests, figures.failures, figures.rps) == (101, 1, 50.5)
+    assert (figures.p50_ms, figures.p99_ms) == (pytest.approx(10.0), pytest.approx(10.0))
+    assert figures.error_rate == pytest.approx(1 / 101)
+    empty = load_figures(summarize(Recorder(), 1.0))
+    assert (empty.p50_ms, empty.p99_ms, empty.requests, empty.error_rate) == (None, None, 0, 0.0)

@@ -17,6 +17,7 @@ from modeldeploy.loadtest.target import (
     deployment_name,
     endpoints_for_deployment,
     endpoints_from_slices,
+    parse_endpoints,
     resolve_target,
 )
 
@@ -73,8 +74,18 @@ def test_deployment_endpoints_inside_and_outside_the_cluster() -> None:
 
 def test_urls_resolve_without_a_cluster() -> None:
     assert resolve_target("http://127.0.0.1:8000/", None).endpoints == [Endpoint("127.0.0.1", 8000)]
-    with pytest.raises(TargetError, match="give a URL or md/NAME"):
+    with pytest.raises(TargetError, match=r"give URLs \(comma-separated\) or md/NAME"):
         resolve_target("iris", None)
+
+
+def test_comma_separated_urls_are_several_endpoints() -> None:
+    target = resolve_target("http://10.1.0.5:8080, https://10.1.0.6/base/,", None)
+    assert target.endpoints == [Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 443, tls=True, base_path="/base")]
+    assert parse_endpoints("http://a:1,http://b:2") == [Endpoint("a", 1), Endpoint("b", 2)]
+    with pytest.raises(TargetError, match="not an http"):
+        parse_endpoints("http://a:1,ftp://b")
+    with pytest.raises(TargetError, match="no URL"):
+        parse_endpoints(" , ")
 
 
 # against the local control plane ---------------------------------------------------------------
