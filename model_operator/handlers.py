@@ -56,7 +56,7 @@ from model_operator.status import (
 from modeldeploy.contract import reasons
 from modeldeploy.contract.api import ANALYSIS_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
 from modeldeploy.contract.pod import HEALTH_READY, SERVER_PORT, ReadinessReport
-from modeldeploy.contract.rollout import ROLLOUT_HEALTHY
+from modeldeploy.contract.rollout import ROLLOUT_HEALTHY, AnalysisResult, RolloutStatus
 from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec, with_revision_of
 from modeldeploy.contract.status import PARAMETERS_VERIFIED, READY, ModelDeploymentStatus
 
@@ -100,6 +100,9 @@ class State:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
     # (kind, namespace, name) -> fingerprint of what this process last wrote
     applied: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    # uid -> the rollout status this process last decided: newer than a body that lags behind the writes
+    rollouts: dict[str, tuple[RolloutStatus | None, list[AnalysisResult]]] = field(
+        default_factory=dict)
 
 
 def _state(memo: kopf.Memo) -> State:
@@ -209,9 +212,9 @@ async def reconcile(
     old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     state = _state(memo)
     kube = state.kube
-    old_rollout, old_tests = rollout.parse_rollout(body.get("status"))
     async with state.locks[meta["uid"]], state.slots:
         started = time.monotonic()
+        old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
         if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
             apply = False
         try:
@@ -254,6 +257,7 @@ async def reconcile(
                 observed = rollout.Observed(deployment, None, pods, jobs)
                 plan = rollout.plan_rollout(spec, ref, None, desired, None, observed, old_rollout, old_tests, _now())
             await _run_analyses(kube, body, plan, spec, ref, state.server_image)
+            state.rollouts[meta["uid"]] = (plan.rollout, plan.load_tests or [])
         except SpecError as err:
             logger.warning("Invalid spec: %s", err)
             return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))

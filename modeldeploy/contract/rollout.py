@@ -121,8 +121,8 @@ class RolloutSpec(RolloutModel):
 class LoadFigures(RolloutModel):
     """What a load on one revision measured."""
 
-    requests: int = Field(ge=0)
-    failures: int = Field(ge=0)
+    requests: int = Field(ge=0, description="Requests sent.")
+    failures: int = Field(ge=0, description="Requests that failed (HTTP 4xx/5xx or no answer).")
     rps: float = Field(description="Requests per second.")
     p50_ms: float | None = Field(default=None, alias="p50Ms", description="Median latency, ms.")
     p99_ms: float | None = Field(default=None, alias="p99Ms", description="99th percentile latency, ms.")
@@ -166,9 +166,9 @@ class GateResult(RolloutModel):
     """One gate's verdict, with the figure it judged."""
 
     gate: str = Field(description="The gate's field name in spec, e.g. maxErrorRate.")
-    limit: float
+    limit: float = Field(description="The gate's limit, as the spec sets it.")
     actual: float | None = Field(default=None, description="The measured figure (absent: nothing measured).")
-    passed: bool
+    passed: bool = Field(description="Whether the figure met the limit.")
 
 
 def _rate(count: int, total: int) -> float | None:
@@ -226,15 +226,20 @@ class AnalysisResult(RolloutModel):
     version: str | None = Field(default=None, description="spec.model.version of that revision.")
     step: int | None = Field(default=None, ge=1, description="The canary step (1-based); absent for loadTest.")
     job: str = Field(description="The analysis Job (kubectl logs job/NAME).")
-    finished_at: str = Field(alias="finishedAt", json_schema_extra={"format": "date-time"})
-    passed: bool
+    finished_at: str = Field(alias="finishedAt", json_schema_extra={"format": "date-time"},
+                             description="When the operator judged it.")
+    passed: bool = Field(description="Whether every gate passed.")
     canary: LoadFigures | None = Field(default=None, description="The revision under test.")
     baseline: LoadFigures | None = Field(default=None, description="The stable pods under the same load.")
-    prediction_change_rate: float | None = Field(default=None, alias="predictionChangeRate")
-    policy_reject_rate: float | None = Field(default=None, alias="policyRejectRate")
-    policy_override_rate: float | None = Field(default=None, alias="policyOverrideRate")
+    prediction_change_rate: float | None = Field(default=None, alias="predictionChangeRate",
+                                                 description="Fraction of the compared inputs answered differently.")
+    policy_reject_rate: float | None = Field(default=None, alias="policyRejectRate",
+                                             description="Fraction of the compared inputs a canary policy rejected.")
+    policy_override_rate: float | None = Field(default=None, alias="policyOverrideRate",
+                                               description="Fraction of the compared inputs a canary policy "
+                                               "overrode or clamped.")
     compared: int | None = Field(default=None, description="Inputs sent to both revisions.")
-    gates: list[GateResult] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list, description="Every gate set, with its verdict.")
     message: str = Field(default="", description="The verdict in one line.")
 
 
@@ -262,7 +267,7 @@ def judge(report: AnalysisReport | None, gates: Gates, *, revision: str, version
 class RolloutStatus(RolloutModel):
     """Where the rollout of the spec's revision stands."""
 
-    strategy: Literal["RollingUpdate", "Canary"]
+    strategy: Literal["RollingUpdate", "Canary"] = Field(description="spec.rollout.strategy.")
     phase: Phase = Field(description="Progressing, Analyzing, Promoted or RolledBack.")
     reason: str = Field(description="Why, as the RolloutHealthy condition says: Promoted, CanaryProgressing, "
                         "RolloutProgressing, RolledBack, CanaryNotReady, AnalysisFailed or a verification reason.")
@@ -273,10 +278,12 @@ class RolloutStatus(RolloutModel):
     step: int | None = Field(default=None, ge=1, description="The current canary step (1-based).")
     steps: int | None = Field(default=None, ge=1, description="How many steps the canary has.")
     step_started_at: str | None = Field(default=None, alias="stepStartedAt",
-                                        json_schema_extra={"format": "date-time"})
+                                        json_schema_extra={"format": "date-time"},
+                                        description="When the current step began (its deadline counts from here).")
     analysis_job: str | None = Field(default=None, alias="analysisJob", description="The running analysis Job.")
     message: str = Field(default="", description="What the rollout is doing, in one line.")
-    last_analysis: AnalysisResult | None = Field(default=None, alias="lastAnalysis")
+    last_analysis: AnalysisResult | None = Field(default=None, alias="lastAnalysis",
+                                                 description="The last finished analysis of the canary revision.")
 
     @property
     def active(self) -> bool:

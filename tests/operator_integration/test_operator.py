@@ -385,9 +385,10 @@ def test_delete_removes_everything(operator: OperatorProcess, api: client.ApiCli
 def test_operator_identity_is_least_privilege(devcluster: Any, operator: OperatorProcess) -> None:
     identity = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
     allowed = ["patch deployments.apps", "create services", "patch modeldeployments.modeldeploy.io/status",
-               "watch pods", "create events", "get secrets", "list modeltrustpolicies.modeldeploy.io"]
+               "watch pods", "create events", "get secrets", "list modeltrustpolicies.modeldeploy.io",
+               "create jobs.batch", "delete deployments.apps"]  # analysis Jobs; a canary once promoted or rolled back
     # admission reads a ModelDeployment's key and credentials Secrets by name: it can never enumerate them
-    denied = ["list secrets", "watch secrets", "delete deployments.apps", "update deployments.apps", "create pods",
+    denied = ["list secrets", "watch secrets", "update deployments.apps", "create pods", "patch jobs.batch",
               "delete modeldeployments.modeldeploy.io", "create clusterroles.rbac.authorization.k8s.io"]
     for verb_resource in allowed:
         result = devcluster.kubectl_run("auth", "can-i", *verb_resource.split(), identity, "-A", check=False)
