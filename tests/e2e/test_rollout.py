@@ -5,7 +5,9 @@ canary's pods and the stable pods, then promotes or rolls back by itself."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +89,8 @@ def test_a_good_version_is_promoted_through_the_steps_with_no_failed_request_and
     assert measured[0]["revision"] == first["stableRevision"] and measured[0]["passed"], measured
 
     load = Load(service_url(api, ns, "iris")).start()
+    watch = subprocess.Popen(devcluster.kubectl_command("-n", ns, "get", "md", "iris", "--watch"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         patch_md(api, ns, "iris", {"model": {"name": "iris", "version": "1.0.1"},
                                    "parameters": {"source": f"{bucket_url}/iris-1.0.1.tar.gz"}})
@@ -105,6 +109,13 @@ def test_a_good_version_is_promoted_through_the_steps_with_no_failed_request_and
         wait_for(lambda: load.ok > served + 20, "the load to go on against the promoted pods", timeout=30)
     finally:
         load.stop()
+        watch.terminate()
+    watched = watch.communicate(timeout=10)[0]
+    Path(devcluster.layout.root, "rollout-watch.txt").write_text(watched)  # the README's walk-through
+    header, *rows = watched.splitlines()
+    column = header.split().index("ROLLOUT")
+    phases = [row.split()[column] for row in rows if len(row.split()) == len(header.split())]
+    assert "Analyzing" in phases and phases[-1] == "Promoted", watched
     assert load.failures == [], f"{len(load.failures)} failed requests, e.g. {load.failures[:3]}"
     assert seen_steps == {1, 2}
     analysis = final["lastAnalysis"]
