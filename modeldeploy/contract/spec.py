@@ -304,8 +304,13 @@ REVISION_FIELDS: tuple[str, ...] = (
 
 
 def with_revision_of(spec: ModelDeploymentSpec, revision: ModelDeploymentSpec) -> ModelDeploymentSpec:
-    """`spec` running what `revision` runs: its revision fields, `spec`'s scaling, service and rollout."""
-    return spec.model_copy(update={name: getattr(revision, name) for name in REVISION_FIELDS})
+    """`spec` running what `revision` runs: its revision fields, `spec`'s scaling, service and rollout.
+
+    Built from what each side set (not copied field by field), so it records no more than they wrote.
+    """
+    fields = {name: value for name, value in spec.model_dump(exclude_unset=True).items() if name not in REVISION_FIELDS}
+    fields.update(revision.model_dump(exclude_unset=True, include=set(REVISION_FIELDS)))
+    return ModelDeploymentSpec.model_validate(fields)
 
 
 def parse_spec(spec: dict[str, Any]) -> ModelDeploymentSpec:

@@ -143,6 +143,7 @@ def test_a_version_whose_policy_rejects_everything_is_rolled_back_by_the_error_r
                                  [{"analysis": {"durationSeconds": 10, "gates": RELAXED}}]))
     wait_for(lambda: serving(api, ns, "iris", 2), "iris serving", timeout=300, interval=1)
     stable = rollout_of(api, ns)["stableRevision"]
+    stable_pods = stable_pod_urls(api, ns)
     patch_md(api, ns, "iris", {"policies": [REJECT_ALL]})
     analysing = wait_for(lambda: phase_is(api, ns, "Analyzing"), "the canary analysed", timeout=300, interval=0.5)
     started = time.monotonic()
@@ -158,7 +159,7 @@ def test_a_version_whose_policy_rejects_everything_is_rolled_back_by_the_error_r
     wait_for(lambda: deployments(api, ns) == ["iris"], "the canary removed", timeout=60)
     assert rollout_of(api, ns)["stableRevision"] == stable
     urls = stable_pod_urls(api, ns)
-    assert len(urls) == 2
+    assert urls == stable_pods, "the stable pods were never touched"
     for url in urls:
         answer = predict(url)
         assert answer.status_code == 200 and answer.json()["prediction"]["species"] == "setosa", answer.text

@@ -302,9 +302,10 @@ def test_status_conditions_and_printer_columns(
     assert condition(md, "Progressing")["status"] == "True"
     pods = wait_for(lambda: len(names := pod_names(api, namespace)) == 2 and names, "two Pending pods")
     columns = wait_for(lambda: (c := get_md_columns(devcluster, namespace)).get("VERIFIED") and c, "kubectl get md")
-    assert list(columns) == ["NAME", "MODEL", "VERSION", "READY", "VERIFIED", "SIGNER", "STATUS", "AGE"]
+    assert list(columns) == ["NAME", "MODEL", "VERSION", "READY", "VERIFIED", "SIGNER", "STATUS", "ROLLOUT", "AGE"]
     assert (columns["NAME"], columns["MODEL"], columns["VERSION"], columns["READY"]) == ("iris", "iris", "1.0.0", "0/2")
     assert columns["VERIFIED"] == "Unknown"
+    assert columns["ROLLOUT"] == "Progressing"  # RollingUpdate: Promoted once every pod runs the spec
 
     bad = termination_record("s3://models/iris/1.0.0/", VerificationError(
         "KeyMismatch", "the signature was made with a different key", []), FINGERPRINT)
