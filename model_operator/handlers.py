@@ -247,10 +247,11 @@ async def reconcile(
                 children += render_canary(spec, ref, state.server_image, decision.bundle, plan.canary_replicas)
             kopf.adopt(children, owner=body)
             applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+            canary_seen = canary_view and observed.canary is not None  # only then is there a canary to delete
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if apply or deployment is None:
-                applied = await _apply_children(kube, body, children, ref, state.applied, canary_view)
+                applied = await _apply_children(kube, body, children, ref, state.applied, canary_seen)
                 deployment = applied[("Deployment", ref.name)]
             if plan is None:
                 pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))

@@ -18,10 +18,12 @@ from modeldeploy.contract import reasons
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
 from modeldeploy.contract.pod import LoadTestArgs
 from modeldeploy.contract.rollout import (
+    Analysis,
     AnalysisReport,
     AnalysisResult,
     Comparison,
     Gates,
+    InputsRef,
     LoadFigures,
     RolloutStatus,
     evaluate_gates,
@@ -297,9 +299,7 @@ def test_the_canary_is_a_second_deployment_behind_the_same_service() -> None:
 
 def test_the_analysis_job_has_no_api_access_and_reports_in_its_termination_message() -> None:
     spec = spec_of("2.0.0")
-    analysis = spec.rollout.canary_steps()[0].analysis.model_copy(
-        update={"inputs": parse_spec({**spec.model_dump(by_alias=True), "loadTest": {
-            "inputs": {"configMapName": "iris-inputs"}}}).load_test.inputs})  # type: ignore[union-attr]
+    analysis = Analysis(inputs=InputsRef(config_map_name="iris-inputs"))
     job = render_analysis_job(spec, REF, IMAGE, "iris-canary-x", analysis, "canary", "abc",
                               ["http://10.1.0.50:8000"], ["http://10.1.0.10:8000"])
     pod = job["spec"]["template"]["spec"]
