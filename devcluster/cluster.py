@@ -39,12 +39,20 @@ FRONT_PROXY_CLIENT = "front-proxy-client"
 START_TIMEOUT = 60.0
 DEFAULT_NODE = "devnode"
 TOKEN_SECONDS = 24 * 3600
+# One node network per machine: two kubelets and kube-proxies would fight over the same iptables chains.
+HOST_NETWORK_CLAIM = Path(os.environ.get("MODELDEPLOY_HOST_NETWORK_CLAIM", "/run/modeldeploy-devcluster.json"))
+# How long to wait for another checkout's test session to give the node network back.
+HOST_NETWORK_WAIT = float(os.environ.get("MODELDEPLOY_HOST_NETWORK_WAIT", "2700"))
 
 
 def default_state_dir(base: Path | None = None) -> Path:
     """``$MODELDEPLOY_DEVCLUSTER_DIR`` or ``build/devcluster`` under ``base`` (default: cwd)."""
     override = os.environ.get("MODELDEPLOY_DEVCLUSTER_DIR")
     return Path(override) if override else (base or Path.cwd()) / "build" / "devcluster"
+
+
+class HostNetworkBusy(RuntimeError):
+    """Another cluster on this machine holds the node network; the message names it and how to free it."""
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -162,6 +170,10 @@ class Cluster:
         complete = set(CONTROL_PLANE) <= {h.name for h in handles}
         return versions_match and complete and all(process.healthy(h) for h in handles)
 
+    def holds_host_network(self) -> bool:
+        """The cluster runs with a node network (what the machine's claim stands for)."""
+        return self.network is not None and self.is_healthy()
+
     # -- lifecycle -----------------------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -170,18 +182,25 @@ class Cluster:
         with _flock(self.root / ".lock", fcntl.LOCK_EX):
             yield
 
-    def up(self, timeout: float = START_TIMEOUT, owner: str = "cli", node_network: bool = False) -> Cluster:
+    def up(self, timeout: float = START_TIMEOUT, owner: str = "cli", node_network: bool = False,
+           host_network_wait: float = HOST_NETWORK_WAIT) -> Cluster:
         """Reuse a healthy cluster in ``root`` or start a fresh one; return once all are ready.
 
         ``node_network`` (root only) first makes the node's bridge, whose address the API server
         then listens on, so pods (the operator, CoreDNS) reach it through the ``kubernetes``
-        Service; without it everything listens on loopback and no node can run.
+        Service; without it everything listens on loopback and no node can run. The machine
+        has one node network: while another checkout's test session holds it, this waits up to
+        ``host_network_wait`` seconds; a cluster someone keeps up is named at once.
         Callers that may race with other processes hold ``locked()`` around this.
         """
         if self.is_healthy() and (self.network is not None or not node_network):
             logger.info("reusing the running cluster in %s", self.root)
             return self
-        self.down()
+        with self._host_network_claimed(host_network_wait) if node_network else nullcontext():
+            return self._start(timeout, owner, node_network)
+
+    def _start(self, timeout: float, owner: str, node_network: bool) -> Cluster:
+        self._down()
         for sub in (self.layout.pki, self.layout.etcd_data, self.layout.kubeconfigs, self.layout.logs):
             shutil.rmtree(sub, ignore_errors=True)
             sub.mkdir(mode=0o700, parents=True)
@@ -205,12 +224,47 @@ class Cluster:
                 process.wait_gates(handles[-len(stage):], timeout)
             process.wait_healthy(handles, timeout)
         except BaseException:
-            self.down()
+            self._down()
             raise
         return self
 
+    @contextmanager
+    def _host_network_claimed(self, wait: float) -> Iterator[None]:
+        """Hold the machine's node network for this cluster while it starts (released if the start fails).
+
+        A claim whose cluster no longer runs is stale: that cluster is taken down first.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            with _flock(HOST_NETWORK_CLAIM.with_suffix(".lock"), fcntl.LOCK_EX):
+                holder = _host_network_holder()
+                if holder in (None, self.root) or not Cluster(holder).holds_host_network():
+                    if holder not in (None, self.root):
+                        logger.warning("taking down the stale cluster in %s that held the node network", holder)
+                        Cluster(holder)._down()
+                    HOST_NETWORK_CLAIM.write_text(json.dumps({"root": str(self.root)}))
+                    try:
+                        yield
+                    except BaseException:
+                        HOST_NETWORK_CLAIM.unlink(missing_ok=True)
+                        raise
+                    return
+                other = Cluster(holder)
+                busy = (f"the node network of this machine is held by the cluster in {holder} (started by "
+                        f"{other.owner}); stop it with `python -m devcluster down` in that checkout")
+            if other.owner != "pytest" or time.monotonic() >= deadline:
+                raise HostNetworkBusy(busy)
+            logger.warning("%s; waiting up to %.0f s", busy, deadline - time.monotonic())
+            time.sleep(5)
+
     def down(self) -> None:
         """Stop the node and every recorded process (newest first), remove the host network; keep logs."""
+        with _flock(HOST_NETWORK_CLAIM.with_suffix(".lock"), fcntl.LOCK_EX) if self.network else nullcontext():
+            self._down()
+            if self.network is None and _host_network_holder() == self.root:
+                HOST_NETWORK_CLAIM.unlink(missing_ok=True)
+
+    def _down(self) -> None:
         self.stop_node(locked=False)
         self._stop(self.handles())
         recorded = self._state().get("network")
@@ -381,6 +435,14 @@ def _flock(path: Path, operation: int) -> Iterator[None]:
     with path.open("w") as handle:
         fcntl.flock(handle, operation)
         yield
+
+
+def _host_network_holder() -> Path | None:
+    """The state directory of the cluster that claimed this machine's node network, if any."""
+    try:
+        return Path(json.loads(HOST_NETWORK_CLAIM.read_text())["root"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _try_exclusive(handle: IO[str]) -> bool:

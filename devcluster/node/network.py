@@ -96,6 +96,10 @@ def setup(net: HostNetwork) -> dict[str, str]:
     run("ip", "link", "add", net.bridge, "type", "bridge")
     run("ip", "addr", "add", f"{net.node_ip}/{ipaddress.IPv4Network(net.pod_cidr).prefixlen}", "dev", net.bridge)
     run("ip", "link", "set", net.bridge, "up")
+    taken = run("ip", "route", "show", net.service_cidr).strip()
+    if taken:
+        raise NetworkError(f"the Service range {net.service_cidr} is already routed on this machine ({taken}); "
+                           "another cluster or network uses it")
     run("ip", "route", "add", net.service_cidr, "dev", net.bridge, "src", net.node_ip)
     run("iptables", "-w", "-N", net.chain)
     for rule in net.guard_rules():

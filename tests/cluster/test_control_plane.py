@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import build
-from devcluster.cluster import Cluster, KubectlError
+from devcluster.cluster import Cluster, HostNetworkBusy, KubectlError
 
 pytestmark = pytest.mark.cluster
 
@@ -241,3 +241,12 @@ def test_kubectl_matches_the_server_and_applies_a_kustomization(
     assert "doesn't have a resource type" in failed.value.stderr
     names = [cm.metadata.name for cm in client.CoreV1Api(api).list_namespaced_config_map(namespace).items]
     assert any(n.startswith("settings-") for n in names)
+
+
+def test_a_second_cluster_on_the_machine_is_told_which_one_holds_the_node_network(
+        devcluster: Cluster, node: str, tmp_path: Path) -> None:
+    other = Cluster(tmp_path / "other")
+    with pytest.raises(HostNetworkBusy, match=f"held by the cluster in {devcluster.root}.*devcluster down"):
+        other.up(node_network=True, host_network_wait=0)
+    assert other.server is None and other.network is None, "nothing of the second cluster was started"
+    assert devcluster.holds_host_network(), "the holder keeps running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from devcluster import build, pki, process
-from devcluster.cluster import ComponentStatus, format_status
+from devcluster import build, cluster, pki, process
+from devcluster.cluster import Cluster, ComponentStatus, format_status
 from devcluster.components import Probe, ProcessSpec
 from devcluster.kubeconfig import render_kubeconfig
 from devcluster.ports import free_ports
@@ -156,3 +157,15 @@ def test_handle_survives_the_state_file_round_trip(tmp_path: Path) -> None:
     handle = process.Handle("kube-apiserver", 42, 7, tmp_path / "a.log", probe, Probe("http://127.0.0.1:2/"))
     loaded = process.handle_from_dict(json.loads(json.dumps(dataclasses.asdict(handle), default=str)))
     assert loaded == handle
+
+
+def test_a_claim_on_the_node_network_whose_cluster_is_gone_is_taken_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    claim = tmp_path / "claim.json"
+    monkeypatch.setattr(cluster, "HOST_NETWORK_CLAIM", claim)
+    claim.write_text(json.dumps({"root": str(tmp_path / "crashed")}))
+    mine = Cluster(tmp_path / "mine")
+    with mine._host_network_claimed(wait=0):
+        assert json.loads(claim.read_text()) == {"root": str(mine.root)}
+    mine.down()
+    assert not claim.exists(), "down gives the claim back"
