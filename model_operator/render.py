@@ -28,6 +28,8 @@ from modeldeploy.contract.pod import (
     CONFIG_DIR,
     CONFIG_KEY,
     CONFIG_PATH,
+    GRPC_PORT,
+    GRPC_PORT_NAME,
     HEALTH_LIVE,
     HEALTH_READY,
     HEALTH_STARTUP,
@@ -210,13 +212,25 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
+    """The gRPC health service's answer for the server as a whole (SERVING once the model is ready)."""
+    return {
+        "grpc": {"port": GRPC_PORT, "service": ""},
+        "periodSeconds": period,
+        "timeoutSeconds": min(period, 5),
+        "failureThreshold": failures,
+    }
+
+
 def _probes(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """Startup and liveness over HTTP; readiness over HTTP, or gRPC health when the spec asks."""
     period = spec.probes.period_seconds
     return {
         "startupProbe": _http_probe(
             HEALTH_STARTUP, period, max(1, math.ceil(spec.probes.max_load_seconds / period))
         ),
-        "readinessProbe": _http_probe(HEALTH_READY, period, 3),
+        "readinessProbe": (_grpc_probe(period, 3) if spec.probes.grpc_readiness
+                           else _http_probe(HEALTH_READY, period, 3)),
         "livenessProbe": _http_probe(HEALTH_LIVE, period * 2, 3),
     }
 
@@ -253,12 +267,28 @@ def _init_container(spec: ModelDeploymentSpec, image: str, trust: TrustBundle | 
     return container
 
 
+def _container_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    ports = [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}]
+    if spec.grpc:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _service_ports(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    ports = [{"name": PORT_NAME, "port": spec.service.port, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if spec.grpc:  # HTTP/2 in clear text: what gateways and meshes need to know to balance per request
+        ports.append({"name": GRPC_PORT_NAME, "port": spec.service.grpc_port, "targetPort": GRPC_PORT_NAME,
+                      "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"})
+    return ports
+
+
 def _server_container(spec: ModelDeploymentSpec, image: str, trust: TrustBundle | None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
-        "command": ServeArgs(MODEL_DIR, CONFIG_PATH, *_verify_with(spec, trust)).argv(),
-        "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "command": ServeArgs(MODEL_DIR, CONFIG_PATH, *_verify_with(spec, trust),
+                             grpc_port=GRPC_PORT if spec.grpc else 0).argv(),
+        "ports": _container_ports(spec),
         **_probes(spec),
         "securityContext": _container_security(),
         "volumeMounts": [
@@ -389,7 +419,7 @@ def render_service(spec: ModelDeploymentSpec, ref: ObjectRef) -> Manifest:
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(ref),
-            "ports": [{"name": PORT_NAME, "port": spec.service.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+            "ports": _service_ports(spec),
         },
     }
 

@@ -41,6 +41,8 @@ SIGNED_POLICIES: Final = "policies.yaml"  # signed guardrails at the top of the 
 TERMINATION_LOG: Final = "/dev/termination-log"
 SERVER_PORT: Final = 8000
 PORT_NAME: Final = "http"
+GRPC_PORT: Final = 9000
+GRPC_PORT_NAME: Final = "grpc"
 RUN_AS: Final = 65532  # the images' user and group
 
 HEALTH_STARTUP: Final = "/api/health/startup"
@@ -91,13 +93,14 @@ class ServeArgs:
     trust: str | None = None  # a TrustBundle file; exactly one of public_key or trust
     host: str = "0.0.0.0"
     port: int = SERVER_PORT
+    grpc_port: int = 0  # 0: no gRPC (given always: the image's default is GRPC_PORT)
 
     def argv(self) -> list[str]:
         """The command, as the container runs it."""
         trust = ["--trust", self.trust] if self.trust else ["--public-key", str(self.public_key)]
         return [
             COMMAND, "serve", self.model_dir, "--config", self.config, *trust,
-            "--host", self.host, "--port", str(self.port),
+            "--host", self.host, "--port", str(self.port), "--grpc-port", str(self.grpc_port),
         ]
 
 

@@ -189,6 +189,10 @@ class Probes(ContractModel):
                                   description="How long loading the model may take; sizes the startup probe.")
     period_seconds: int = Field(default=5, alias="periodSeconds", ge=1, le=60,
                                 description="Period of the startup and readiness probes (liveness uses twice this).")
+    grpc_readiness: bool = Field(
+        default=False, alias="grpcReadiness",
+        description="Probe readiness with the gRPC health service (grpc.health.v1) on the gRPC port, as gRPC "
+        "clients and load balancers see it, instead of HTTP; needs grpc in spec.protocols.")
 
 
 class CustomMetric(ContractModel):
@@ -225,8 +229,16 @@ class Autoscaling(ContractModel):
 class ServiceSpec(ContractModel):
     """The Service in front of the pods."""
 
-    port: int = Field(default=80, ge=1, le=65535)
+    port: int = Field(default=80, ge=1, le=65535, description="The port of REST (named http).")
+    grpc_port: int = Field(default=9000, alias="grpcPort", ge=1, le=65535,
+                           description="The port of gRPC (named grpc), when spec.protocols includes grpc.")
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+
+Protocol = Literal["rest", "grpc"]
+REST_ALWAYS = "protocols must include rest (probes and metrics use it)"
+GRPC_READINESS_NEEDS_GRPC = "probes.grpcReadiness needs grpc in protocols"
+GRPC_PORT_OF_ITS_OWN = "service.port and service.grpcPort must differ when protocols include grpc"
 
 
 class Resources(ContractModel):
@@ -257,6 +269,17 @@ class Toleration(ContractModel):
 class ModelDeploymentSpec(ContractModel):
     """The desired state of the model service."""
 
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("!has(self.protocols) || 'rest' in self.protocols",
+         REST_ALWAYS),
+        ("!has(self.probes) || !has(self.probes.grpcReadiness) || !self.probes.grpcReadiness"
+         " || (has(self.protocols) && 'grpc' in self.protocols)", GRPC_READINESS_NEEDS_GRPC),
+        ("!has(self.protocols) || !('grpc' in self.protocols) || !has(self.service)"
+         " || (has(self.service.port) ? self.service.port : 80)"
+         " != (has(self.service.grpcPort) ? self.service.grpcPort : 9000)",
+         GRPC_PORT_OF_ITS_OWN),
+    ))
+
     model: ModelRef
     image: str | None = Field(
         default=None, min_length=1,
@@ -276,6 +299,11 @@ class ModelDeploymentSpec(ContractModel):
     verification: VerificationSpec = VerificationSpec()
     autoscaling: Autoscaling | None = None
     service: ServiceSpec = ServiceSpec()
+    protocols: tuple[Protocol, ...] = Field(
+        default=("rest",), min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="What the pods serve: rest (always: the /api paths and the Open Inference Protocol v2 over "
+        "HTTP, with its binary data extension) and grpc (the Open Inference Protocol v2 over gRPC, with the "
+        "grpc.health.v1 service and reflection, on container and Service port grpc).")
     env: tuple[EnvVar, ...] = Field(default=(), description="Extra environment variables of the server container.")
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector",
                                           description="Node labels the pods must match.")
@@ -294,12 +322,29 @@ class ModelDeploymentSpec(ContractModel):
             raise ValueError("policy names must be unique")
         return self
 
+    @model_validator(mode="after")
+    def _rest_and_grpc(self) -> ModelDeploymentSpec:
+        if "rest" not in self.protocols:
+            raise ValueError(REST_ALWAYS)
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError("protocols: list each protocol once")
+        if self.probes.grpc_readiness and not self.grpc:
+            raise ValueError(GRPC_READINESS_NEEDS_GRPC)
+        if self.grpc and self.service.port == self.service.grpc_port:
+            raise ValueError(GRPC_PORT_OF_ITS_OWN)
+        return self
+
+    @property
+    def grpc(self) -> bool:
+        """Whether the pods serve gRPC."""
+        return "grpc" in self.protocols
+
 
 # What the pods run with: a change to any of these is a new revision (rolled out, or canaried).
 # The rest (replicas, autoscaling, service, rollout, loadTest) applies to the running revision.
 REVISION_FIELDS: tuple[str, ...] = (
     "model", "image", "parameters", "resources", "policies", "max_request_bytes", "probes", "verification",
-    "env", "node_selector", "tolerations",
+    "env", "node_selector", "tolerations", "protocols",
 )
 
 

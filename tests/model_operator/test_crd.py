@@ -148,8 +148,9 @@ def test_defaults_match_the_pydantic_spec() -> None:
     defaulted = apply_defaults(SPEC_SCHEMA, minimal())
     assert defaulted["replicas"] == 1
     assert defaulted["parameters"]["publicKey"]["key"] == "public.pem"
-    assert defaulted["probes"] == {"maxLoadSeconds": 120, "periodSeconds": 5}
-    assert defaulted["service"] == {"port": 80, "type": "ClusterIP"}
+    assert defaulted["probes"] == {"maxLoadSeconds": 120, "periodSeconds": 5, "grpcReadiness": False}
+    assert defaulted["service"] == {"port": 80, "grpcPort": 9000, "type": "ClusterIP"}
+    assert defaulted["protocols"] == ["rest"]
     parsed = parse_spec(minimal())
     assert parse_spec(defaulted) == parsed
 
@@ -170,6 +171,10 @@ INVALID = {
     "bad-action": (minimal(policies=[{"name": "p", "when": "true", "action": "explode"}]), "explode"),
     "bad-sha256": (minimal(parameters={"source": "s3://x", "publicKey": {"secretName": "k"}, "sha256": "xyz"}), "xyz"),
     "negative-replicas": (minimal(replicas=-1), "-1"),
+    "grpc-without-rest": (minimal(protocols=["grpc"]), "protocols must include rest"),
+    "grpc-readiness-without-grpc": (minimal(probes={"grpcReadiness": True}), "probes.grpcReadiness needs grpc"),
+    "grpc-on-the-rest-port": (minimal(protocols=["rest", "grpc"], service={"port": 9000}),
+                              "service.port and service.grpcPort must differ"),
     # The three policies the operator once accepted and the server refused (crash-looping pods).
     "reject-with-field": (
         minimal(policies=[{"name": "p", "when": "true", "action": "reject", "field": "species"}]),

@@ -128,7 +128,9 @@ def test_server_container_serves_the_fetched_model_per_contract() -> None:
     assert server["command"] == [
         "modeldeploy", "serve", "/var/lib/modeldeploy/model", "--config", "/etc/modeldeploy/server.yaml",
         "--public-key", "/etc/modeldeploy/keys/public.pem", "--host", "0.0.0.0", "--port", "8000",
+        "--grpc-port", "0",
     ]
+    assert [p["name"] for p in server["ports"]] == ["http"], "no gRPC unless spec.protocols asks"
     mounts = {m["name"]: m for m in server["volumeMounts"]}
     assert mounts["model"]["readOnly"] is True
     assert mounts["keys"] == {"name": "keys", "mountPath": "/etc/modeldeploy/keys", "readOnly": True}
@@ -144,6 +146,19 @@ def test_fetch_is_bounded_by_the_spec_size_and_load_deadline_and_the_volume_by_i
     assert command[command.index("--deadline") + 1] == "300"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model"]["emptyDir"] == {"sizeLimit": str((2 << 30) + (64 << 20))}
+
+
+def test_grpc_is_served_exposed_and_optionally_probed_when_the_spec_asks() -> None:
+    spec = parse_spec(minimal(protocols=["rest", "grpc"], probes={"grpcReadiness": True}, service={"grpcPort": 8001}))
+    server = pod_spec(minimal(protocols=["rest", "grpc"], probes={"grpcReadiness": True}))["containers"][0]
+    assert server["command"][server["command"].index("--grpc-port") + 1] == "9000"
+    assert {"name": "grpc", "containerPort": 9000, "protocol": "TCP"} in server["ports"]
+    assert server["readinessProbe"]["grpc"] == {"port": 9000, "service": ""}
+    assert server["livenessProbe"]["httpGet"]["path"] == "/api/health", "liveness stays HTTP: not ready is not dead"
+    ports = {p["name"]: p for p in render_service(spec, REF)["spec"]["ports"]}
+    assert ports["grpc"] == {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP",
+                             "appProtocol": "kubernetes.io/h2c"}
+    assert ports["http"]["port"] == 80
 
 
 def test_startup_probe_sized_from_max_load_seconds() -> None:
