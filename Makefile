@@ -82,7 +82,7 @@ deploy:
 	$(KUBECTL) apply -k manifests/
 	$(KUBECTL) -n modeldeploy-system rollout status deployment/modeldeploy-operator --timeout=180s
 
-# ModelDeployments first, while the operator still runs to release its finalizer (kopf timers).
+# ModelDeployments first (they carry no finalizer: the garbage collector removes their children).
 undeploy:
 	-$(KUBECTL) delete modeldeployments.modeldeploy.io --all --all-namespaces --wait
 	$(KUBECTL) delete -k manifests/ --ignore-not-found

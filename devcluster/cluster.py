@@ -272,6 +272,21 @@ class Cluster:
             network.teardown(network.HostNetwork(recorded["pod_cidr"], recorded["service_cidr"]), recorded.get("sysctls"))
         self.layout.state_file.unlink(missing_ok=True)
 
+    def restart(self, name: str, down_seconds: float = 0.0, timeout: float = START_TIMEOUT) -> None:
+        """Stop the control-plane process ``name`` (e.g. ``etcd``, ``kube-apiserver``), keep it down
+        for ``down_seconds``, start it again with the same command line; return once it is healthy."""
+        with self.locked():
+            handles = self.handles()
+            old = next((h for h in handles if h.name == name), None)
+            if old is None or not old.argv:
+                raise RuntimeError(f"no restartable process {name!r} in {self.root}")
+            process.stop(old)
+            time.sleep(down_seconds)
+            new = process.start(old.spec())
+            self._write_state(self._require_server(), self.owner or "cli",
+                              [new if h is old else h for h in handles])
+            process.wait_healthy([new], timeout)
+
     def _stop(self, handles: list[Handle]) -> None:
         for handle in reversed(handles):
             process.stop(handle)

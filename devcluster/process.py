@@ -45,6 +45,11 @@ class Handle:
     log: Path
     health: Probe
     gate: Probe | None = None
+    argv: tuple[str, ...] = ()  # how it was started, to start it again
+
+    def spec(self) -> ProcessSpec:
+        """What starts this process again (same command line, log and probes)."""
+        return ProcessSpec(self.name, self.argv, self.log, self.health, self.gate)
 
 
 def _probe_from_dict(data: dict[str, Any]) -> Probe:
@@ -55,7 +60,7 @@ def handle_from_dict(data: dict[str, Any]) -> Handle:
     """The inverse of ``dataclasses.asdict`` (with paths as strings) for the state file."""
     gate = data.get("gate")
     return Handle(data["name"], data["pid"], data["start_time"], Path(data["log"]),
-                  _probe_from_dict(data["health"]), gate and _probe_from_dict(gate))
+                  _probe_from_dict(data["health"]), gate and _probe_from_dict(gate), tuple(data.get("argv", ())))
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -89,7 +94,8 @@ def start(spec: ProcessSpec) -> Handle:
             spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     started = _start_time(proc.pid)
-    return Handle(spec.name, proc.pid, started if started is not None else -1, spec.log, spec.health, spec.gate)
+    return Handle(spec.name, proc.pid, started if started is not None else -1, spec.log, spec.health, spec.gate,
+                  spec.argv)
 
 
 def _ssl_context(probe: Probe) -> ssl.SSLContext:

@@ -1,15 +1,16 @@
 """kopf handlers: when to reconcile, nothing about how to render or call the API.
 
-Reconcile is level-based: a ModelDeployment's create/update/resume and a five-minute timer run
-`reconcile()`, which renders every child, adopts and applies it (server-side apply), deletes
+Reconcile is level-based: a ModelDeployment's create/update/resume and the operator's own tick
+(every ten seconds, for objects nothing reconciled for five minutes) run `reconcile()`, which renders every child, adopts and applies it (server-side apply), deletes
 optional children no longer wanted, and computes the status. Watch events on children re-apply
 only when a child differs from what this process last wrote (deleted or edited by hand);
 Deployment status changes and pods whose fetch container reports refresh only the status.
 A ModelDeployment with `strategy: Canary` or `spec.loadTest` is reconciled in full at every
-such event, a finished analysis Job, and every ten seconds while a canary is in progress: the
+such event, a finished analysis Job, and at every tick while a canary is in progress: the
 rollout state machine (`rollout.plan_rollout`, pure) decides what the stable and canary
 Deployments run and which analysis Job to create. Errors are mapped to kopf's retry semantics
-only here.
+only here. No kopf timer, no deletion handler: so no finalizer, and a ModelDeployment deleted
+while no operator runs goes at once (its children by garbage collection).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -100,6 +101,8 @@ class State:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
     # (kind, namespace, name) -> fingerprint of what this process last wrote
     applied: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    # uid -> when this process last reconciled it (time.monotonic), for the resync tick
+    reconciled_at: dict[str, float] = field(default_factory=dict)
     # uid -> the rollout status this process last decided: newer than a body that lags behind the writes
     rollouts: dict[str, tuple[RolloutStatus | None, list[AnalysisResult]]] = field(
         default_factory=dict)
@@ -132,13 +135,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if ticker := memo.get("ticker"):
+        ticker.cancel()
     _state(memo).kube.close()
 
 
-async def resolve_policies(state: State, namespace_labels: dict[str, str] | None = None) -> list[trust.ResolvedPolicy]:
-    """Every ModelTrustPolicy (selecting a namespace with these labels, if given) with its material read."""
+async def resolve_policies(state: State, namespace_labels: dict[str, str] | None = None,
+                           listed: list[tuple[str, dict[str, Any]]] | None = None) -> list[trust.ResolvedPolicy]:
+    """Every ModelTrustPolicy (`listed`, else listed now) selecting a namespace with these labels
+    (if given), with its material read."""
     resolved = []
-    for name, raw in await state.kube.list_trust_policies():
+    for name, raw in listed if listed is not None else await state.kube.list_trust_policies():
         try:
             policy = trust.parse_policy(name, raw)
         except ValueError:
@@ -158,8 +165,8 @@ async def resolve_policies(state: State, namespace_labels: dict[str, str] | None
 
 async def trust_decision(state: State, spec: ModelDeploymentSpec, namespace: str) -> trust.TrustDecision:
     """The signers a ModelDeployment in `namespace` must be signed by (see `trust.decide`)."""
-    labels = await state.kube.namespace_labels(namespace)
-    return trust.decide(spec, await resolve_policies(state, labels))
+    labels, listed = await asyncio.gather(state.kube.namespace_labels(namespace), state.kube.list_trust_policies())
+    return trust.decide(spec, await resolve_policies(state, labels, listed))
 
 
 async def _apply_children(
@@ -170,17 +177,35 @@ async def _apply_children(
     written: dict[tuple[str, str, str], tuple[str, str]],
     canary: bool = False,
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """Apply every child, delete unwanted optional ones; remember what was written for drift checks."""
+    """Apply every child, delete unwanted optional ones; remember what was written for drift checks.
+
+    The ConfigMaps go first (a new pod must read the config of its own revision), then the
+    rest and the deletions all at once: a reconcile takes two round trips, not one per child.
+    """
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for child in children:
+
+    async def apply(child: dict[str, Any]) -> None:
         stored = await kube.apply(child)
         applied[(child["kind"], child["metadata"]["name"])] = stored
         written[(child["kind"], ref.namespace, child["metadata"]["name"])] = fingerprint(stored)
-    for api_version, kind, name in unwanted_children(children, ref, canary):
+
+    async def delete(api_version: str, kind: str, name: str) -> None:
         written.pop((kind, ref.namespace, name), None)
         if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
+
+    configs = [child for child in children if child["kind"] == "ConfigMap"]
+    await _all(*(apply(child) for child in configs))
+    await _all(*(apply(child) for child in children if child not in configs),
+               *(delete(*unwanted) for unwanted in unwanted_children(children, ref, canary)))
     return applied
+
+
+async def _all(*calls: Coroutine[Any, Any, None]) -> None:
+    """Run `calls` concurrently; once all have finished, raise the first failure (as a sequence would)."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def reconcile(
@@ -213,7 +238,7 @@ async def reconcile(
     state = _state(memo)
     kube = state.kube
     async with state.locks[meta["uid"]], state.slots:
-        started = time.monotonic()
+        started = state.reconciled_at[meta["uid"]] = time.monotonic()
         old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
         if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
             apply = False
@@ -360,13 +385,6 @@ async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
     kopf.info(body, reason="Applied", message=f"generation {body.metadata.get('generation')} applied")
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2)
-async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Re-apply everything now and then, in case a watch missed an edit (SSA no-ops are cheap)."""
-    outcome = await reconcile(body, memo, logger)
-    _write_status(body, outcome, patch)
-
-
 Owners = kopf.Index[tuple[str | None, str | None], dict[str, Any]]
 
 
@@ -445,27 +463,83 @@ async def analysis_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, l
         await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=True)
 
 
-def _canary_active(status: Mapping[str, Any] | None, **_: Any) -> bool:
+def _canary_active(status: Mapping[str, Any] | None) -> bool:
     rollout_status = (status or {}).get("rollout") or {}
     return bool(rollout_status.get("canaryRevision")) and rollout_status.get("phase") in ("Progressing", "Analyzing")
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_TICK_SECONDS, when=_canary_active)
-async def rollout_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """While a canary is in progress, look again often: its deadlines pass without any event."""
-    _write_status(body, await reconcile(body, memo, logger), patch)
+def due(body: Mapping[str, Any], last_reconciled: float | None, now: float) -> bool:
+    """Whether a tick reconciles `body`: a canary in progress (its deadlines pass without any event)
+    or nothing reconciled it for RESYNC_SECONDS (a watch may have missed an edit; SSA no-ops are cheap)."""
+    if body["metadata"].get("deletionTimestamp"):
+        return False
+    return _canary_active(body.get("status")) or last_reconciled is None or now - last_reconciled >= RESYNC_SECONDS
 
 
-async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners) -> None:
-    """Reconcile every ModelDeployment (a trust policy changed: its pods may verify with other signers)."""
+def leads(peering: Mapping[str, Any] | None, priority: int, now: datetime.datetime) -> bool:
+    """Whether the peer of `priority` is the one kopf's peering lets act, by kopf's rule: no live peer
+    has a higher priority, none other the same (peers with equal priorities all pause)."""
+    live = [int(info["priority"]) for info in ((peering or {}).get("status") or {}).values()
+            if isinstance(info, dict) and "priority" in info and _alive(info, now)]
+    return all(other <= priority for other in live) and live.count(priority) <= 1
+
+
+def _alive(peer: Mapping[str, Any], now: datetime.datetime) -> bool:
+    """A peer's entry is live until `lastseen + lifetime` (kopf's own test)."""
+    try:
+        seen = datetime.datetime.fromisoformat(str(peer["lastseen"]))
+    except (KeyError, ValueError):
+        return True
+    seen = seen if seen.tzinfo else seen.replace(tzinfo=datetime.UTC)
+    return seen + datetime.timedelta(seconds=int(peer.get("lifetime", 60))) > now
+
+
+@kopf.on.startup()
+async def start_ticking(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Tick without kopf timers: a timer would put a finalizer on every ModelDeployment, and an
+    operator that is down could then never let one be deleted (its children need no cleanup:
+    they are garbage-collected through their owner references)."""
+    memo.ticker = asyncio.get_running_loop().create_task(
+        _tick_forever(settings, memo, logger, kwargs["model_deployments"]))
+
+
+async def _tick_forever(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
+                        index: Owners) -> None:
+    while True:
+        await asyncio.sleep(ROLLOUT_TICK_SECONDS)
+        state = _state(memo)
+        try:
+            if not settings.peering.standalone:
+                peering = await state.kube.read_peering(settings.peering.name)
+                if not leads(peering, settings.peering.priority, datetime.datetime.now(datetime.UTC)):
+                    continue
+            await reconcile_selected(memo, logger, index, _due_now(state))
+        except Exception:  # the next tick tries again; a ticker that died would stop every canary
+            logger.exception("tick failed")
+
+
+def _due_now(state: State) -> Callable[[Mapping[str, Any]], bool]:
+    now = time.monotonic()
+    return lambda body: due(body, state.reconciled_at.get(body["metadata"]["uid"]), now)
+
+
+async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners,
+                             selected: Callable[[Mapping[str, Any]], bool] = lambda body: True) -> None:
+    """Reconcile every ModelDeployment `selected` (all: a trust policy changed, its pods may verify
+    with other signers), at most CONCURRENT_RECONCILES at once."""
+    await asyncio.gather(*(_reconcile_seen(memo, logger, kopf.Body(cast(kopf.RawBody, raw)))
+                           for found in list(index.values()) for raw in list(found)
+                           if not raw["metadata"].get("deletionTimestamp") and selected(raw)))
+
+
+async def _reconcile_seen(memo: kopf.Memo, logger: kopf.Logger, body: kopf.Body) -> None:
+    """Reconcile a ModelDeployment as the index last saw it and write its status and events."""
     state = _state(memo)
-    for found in list(index.values()):
-        for raw in list(found):
-            body = kopf.Body(cast(kopf.RawBody, raw))
-            if body["metadata"].get("deletionTimestamp"):
-                continue
-            outcome = await reconcile(body, memo, logger)
-            _post_events(body, outcome)
-            if status_changed(body.get("status"), outcome.status):
-                await state.kube.patch_status(body.metadata.name or "", body.metadata.namespace or "",
-                                              outcome.status.patch())
+    try:
+        outcome = await reconcile(body, memo, logger)
+    except kopf.TemporaryError as err:
+        logger.warning("reconcile of %s/%s postponed: %s", body.metadata.namespace, body.metadata.name, err)
+        return
+    _post_events(body, outcome)
+    if status_changed(body.get("status"), outcome.status):
+        await state.kube.patch_status(body.metadata.name or "", body.metadata.namespace or "", outcome.status.patch())

@@ -167,6 +167,18 @@ class Kube:
             if err.status != 409:
                 raise
 
+    def _read_peering(self, name: str) -> Manifest | None:
+        try:
+            return cast(Manifest, self._custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def read_peering(self, name: str) -> Manifest | None:
+        """kopf's ClusterKopfPeering `name` (its status lists the live peers and their priorities)."""
+        return await asyncio.to_thread(self._read_peering, name)
+
     async def ensure_peering(self, name: str) -> None:
         """Create kopf's ClusterKopfPeering object `name` unless it exists (replicas meet there)."""
         await asyncio.to_thread(self._ensure_peering, name)

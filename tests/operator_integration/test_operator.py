@@ -383,6 +383,26 @@ def test_delete_removes_everything(operator: OperatorProcess, api: client.ApiCli
     wait_for(everything_gone, "the garbage collector to remove every child")
 
 
+def test_no_finalizer_so_a_model_deployment_deleted_while_no_operator_runs_is_gone_with_its_children(
+        operator: OperatorProcess, api: client.ApiClient, namespace: str) -> None:
+    create(api, namespace, model_deployment("iris"))
+    wait_for(lambda: get_md(api, namespace, "iris").get("status", {}).get("conditions"), "status")
+    assert not get_md(api, namespace, "iris")["metadata"].get("finalizers"), "nothing to clean up: children are owned"
+    operator.stop()
+    try:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris")
+
+        def gone() -> bool:
+            names = [md["metadata"]["name"] for md in client.CustomObjectsApi(api).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL)["items"]]
+            deployments = client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+            return not names and not deployments
+
+        wait_for(gone, "the ModelDeployment and, through the garbage collector, its Deployment", timeout=30)
+    finally:
+        operator.start()
+
+
 def test_operator_identity_is_least_privilege(devcluster: Any, operator: OperatorProcess) -> None:
     identity = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
     allowed = ["patch deployments.apps", "create services", "patch modeldeployments.modeldeploy.io/status",
