@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -30,7 +31,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from model_operator import conditions as cond
-from model_operator import rollout, trust
+from model_operator import metrics, rollout, trust
 from model_operator.admission import Evidence
 from model_operator.kube import Kube
 from model_operator.render import (
@@ -84,6 +85,7 @@ class Outcome:
     problem: str | None = None
     applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     events: list[rollout.Event] = field(default_factory=list)
+    changed: int = 0  # children created or changed by this reconcile
 
 
 @dataclass
@@ -103,6 +105,16 @@ class State:
     # uid -> the rollout status this process last decided: newer than a body that lags behind the writes
     rollouts: dict[str, tuple[RolloutStatus | None, list[AnalysisResult]]] = field(
         default_factory=dict)
+    metrics: metrics.OperatorMetrics = field(default_factory=metrics.OperatorMetrics)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, uid: str) -> AsyncIterator[None]:
+        """Hold the ModelDeployment's lock and a slot (counted as waiting until both are held)."""
+        async with contextlib.AsyncExitStack() as held:
+            with self.metrics.reconciles_waiting.track_inprogress():
+                await held.enter_async_context(self.locks[uid])
+                await held.enter_async_context(self.slots)
+            yield
 
 
 def _state(memo: kopf.Memo) -> State:
@@ -123,8 +135,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    memo.metrics = memo.get("metrics") or metrics.OperatorMetrics()
+    if memo.get("metrics_port"):
+        memo.stop_metrics = memo.metrics.serve(memo.metrics_port, memo.get("metrics_address") or "0.0.0.0")
     # Few reconciles at a time, each finishing quickly, beat all of them interleaving their calls.
-    memo.state = State(await Kube.connect(), memo.get("server_image"), memo.get("namespace") or "modeldeploy-system")
+    memo.state = State(await Kube.connect(), memo.get("server_image"), memo.get("namespace") or "modeldeploy-system",
+                       metrics=metrics.of(memo))
     if not settings.peering.standalone:
         await memo.state.kube.ensure_peering(settings.peering.name)
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
@@ -133,6 +149,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     _state(memo).kube.close()
+    if memo.get("stop_metrics"):
+        memo.stop_metrics()
 
 
 async def resolve_policies(state: State, namespace_labels: dict[str, str] | None = None) -> list[trust.ResolvedPolicy]:
@@ -163,27 +181,49 @@ async def trust_decision(state: State, spec: ModelDeploymentSpec, namespace: str
 
 
 async def _apply_children(
-    kube: Kube,
+    state: State,
     body: kopf.Body,
     children: list[dict[str, Any]],
     ref: ObjectRef,
-    written: dict[tuple[str, str, str], tuple[str, str]],
     canary: bool = False,
-) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """Apply every child, delete unwanted optional ones; remember what was written for drift checks."""
+) -> tuple[dict[tuple[str, str], Mapping[str, Any]], int]:
+    """Apply every child, delete unwanted optional ones; remember what was written for drift checks.
+
+    Returns:
+        The children as stored, and how many of them this apply created or changed.
+    """
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+    written, changed = state.applied, 0
     for child in children:
-        stored = await kube.apply(child)
+        stored = await state.kube.apply(child)
+        key = (child["kind"], ref.namespace, child["metadata"]["name"])
         applied[(child["kind"], child["metadata"]["name"])] = stored
-        written[(child["kind"], ref.namespace, child["metadata"]["name"])] = fingerprint(stored)
+        before, written[key] = written.get(key), fingerprint(stored)
+        state.metrics.child_applied(child["kind"], before, written[key])
+        changed += before != written[key]
     for api_version, kind, name in unwanted_children(children, ref, canary):
         written.pop((kind, ref.namespace, name), None)
-        if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
+        if await state.kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
-    return applied
+            changed += 1
+    return applied, changed
 
 
 async def reconcile(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    trigger: str,
+    **options: Any,
+) -> Outcome:
+    """`_reconcile(body, memo, logger, **options)`, timed and counted by `trigger` and result (`metrics`)."""
+    with _state(memo).metrics.reconciling(trigger) as result:
+        outcome = await _reconcile(body, memo, logger, **options)
+        result(metrics.reconcile_result(outcome.problem, outcome.changed))
+    return outcome
+
+
+async def _reconcile(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -212,7 +252,8 @@ async def reconcile(
     old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     state = _state(memo)
     kube = state.kube
-    async with state.locks[meta["uid"]], state.slots:
+    changed = 0
+    async with state.turn(meta["uid"]):
         started = time.monotonic()
         old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
         if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
@@ -251,7 +292,7 @@ async def reconcile(
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if apply or deployment is None:
-                applied = await _apply_children(kube, body, children, ref, state.applied, canary_seen)
+                applied, changed = await _apply_children(state, body, children, ref, canary_seen)
                 deployment = applied[("Deployment", ref.name)]
             if plan is None:
                 pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))
@@ -275,7 +316,7 @@ async def reconcile(
     status = compute_status(plan.stable_spec, ref, generation, old_conditions, dict(deployment), pods, _now(),
                             admitted_at, reports, plan.rollout, plan.load_tests)
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
-    return Outcome(status, None, applied, plan.events)
+    return Outcome(status, None, applied, plan.events, changed)
 
 
 def _selector(labels: Mapping[str, str]) -> str:
@@ -353,7 +394,7 @@ def _write_status(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Apply a new or changed spec (and every existing one when the operator starts)."""
-    outcome = await reconcile(body, memo, logger)
+    outcome = await reconcile(body, memo, logger, "spec")
     _write_status(body, outcome, patch)
     if outcome.problem:
         raise kopf.PermanentError(outcome.problem)
@@ -363,7 +404,7 @@ async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2)
 async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Re-apply everything now and then, in case a watch missed an edit (SSA no-ops are cheap)."""
-    outcome = await reconcile(body, memo, logger)
+    outcome = await reconcile(body, memo, logger, "resync")
     _write_status(body, outcome, patch)
 
 
@@ -389,6 +430,7 @@ async def _refresh_owner(
     memo: kopf.Memo,
     logger: kopf.Logger,
     index: Owners,
+    trigger: str,
     *,
     apply: bool,
     drift: str | None = None,
@@ -397,10 +439,11 @@ async def _refresh_owner(
     if owner is None:
         return
     seen = body if body["kind"] == "Deployment" and not apply else None
-    outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen,
+    outcome = await reconcile(owner, memo, logger, trigger, apply=apply, deployment=seen,
                               changed_child=body if drift == "edited" else None)
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
         kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
+        _state(memo).metrics.drift_repairs.labels(body["kind"], drift).inc()
     _post_events(owner, outcome)
     if status_changed(owner.get("status"), outcome.status):
         meta = owner["metadata"]
@@ -409,6 +452,7 @@ async def _refresh_owner(
 
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    @metrics.events_counted(plural)
     async def child_changed(
         body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any,
     ) -> None:
@@ -417,11 +461,11 @@ def _child_handler(group: str, version: str, plural: str) -> None:
             return
         model_deployments: Owners = kwargs["model_deployments"]  # kopf passes indexes by name
         if type == "DELETED":
-            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
+            await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="deleted")
         elif _state(memo).applied.get(_child_key(body)) != fingerprint(body):
-            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="edited")
+            await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="edited")
         elif body["kind"] == "Deployment":
-            await _refresh_owner(body, memo, logger, model_deployments, apply=False)
+            await _refresh_owner(body, memo, logger, model_deployments, "child", apply=False)
 
 
 for _resource in CHILD_RESOURCES:
@@ -430,19 +474,21 @@ for _resource in CHILD_RESOURCES:
 
 @kopf.on.event("", "v1", "pods", labels=OWNED,
                when=lambda body, **_: reports_fetch(body) or stopped_being_ready(body))
+@metrics.events_counted("pods")
 async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Refresh the owner's status when a pod's fetch container reports or its server stops being ready."""
     if type is not None:
-        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], "pod", apply=False)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={ANALYSIS_LABEL: kopf.PRESENT})
+@metrics.events_counted("jobs")
 async def analysis_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
                            **kwargs: Any) -> None:
     """An analysis Job finished (or failed): judge it and move the rollout on."""
     conditions = (body.get("status") or {}).get("conditions") or []
     if type is not None and any(c.get("type") in ("Complete", "Failed") for c in conditions):
-        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=True)
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], "analysis", apply=True)
 
 
 def _canary_active(status: Mapping[str, Any] | None, **_: Any) -> bool:
@@ -453,7 +499,7 @@ def _canary_active(status: Mapping[str, Any] | None, **_: Any) -> bool:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_TICK_SECONDS, when=_canary_active)
 async def rollout_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """While a canary is in progress, look again often: its deadlines pass without any event."""
-    _write_status(body, await reconcile(body, memo, logger), patch)
+    _write_status(body, await reconcile(body, memo, logger, "rollout"), patch)
 
 
 async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners) -> None:
@@ -464,7 +510,7 @@ async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners
             body = kopf.Body(cast(kopf.RawBody, raw))
             if body["metadata"].get("deletionTimestamp"):
                 continue
-            outcome = await reconcile(body, memo, logger)
+            outcome = await reconcile(body, memo, logger, "trust")
             _post_events(body, outcome)
             if status_changed(body.get("status"), outcome.status):
                 await state.kube.patch_status(body.metadata.name or "", body.metadata.namespace or "",
