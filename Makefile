@@ -31,7 +31,14 @@ minio:
 node-packages:
 	scripts/install-node-packages.sh
 
-test: install lint k8s-binaries minio node-packages images
+# Upstream Prometheus + promtool (with Kubernetes service discovery, for the e2e monitoring test),
+# built from the Go module proxy once per machine into ~/.cache/modeldeploy/bin. The process-level
+# monitoring tests use Debian's prometheus package (node-packages).
+.PHONY: prometheus
+prometheus:
+	scripts/build-prometheus.sh >/dev/null
+
+test: install lint k8s-binaries minio node-packages prometheus images
 	$(PY) -m pytest
 
 # The CRD's schema is generated from the contract's types (modeldeploy/contract); a test checks it.

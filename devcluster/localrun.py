@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devcluster.child import stop_child, wait_answering
-from devcluster.ports import free_port
+from devcluster.ports import free_ports
 
 if TYPE_CHECKING:
     from devcluster.cluster import Cluster
@@ -75,6 +75,7 @@ class OperatorProcess:
         self.server_image = server_image
         self.peering = peering or f"local-{uuid.uuid4().hex[:8]}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_url: str | None = None  # http://127.0.0.1:PORT/metrics once started
 
     @property
     def pid(self) -> int:
@@ -83,12 +84,14 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the operator and wait until its liveness endpoint answers 200."""
-        port, webhook_port = free_port(), free_port()
+        port, webhook_port, metrics_port = free_ports(3)
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         command = [
             *_modeldeploy(), "operator",
             "--kubeconfig", str(self.kubeconfig), "--server-image", self.server_image,
             "--peering", self.peering, "--liveness", f"http://127.0.0.1:{port}/healthz",
             "--webhook-port", str(webhook_port), "--webhook-url", f"https://127.0.0.1:{webhook_port}",
+            "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

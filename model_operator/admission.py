@@ -24,7 +24,7 @@ from pydantic.alias_generators import to_camel, to_snake
 
 from model_operator.trust import TrustDecision
 from modeldeploy.contract.api import GROUP
-from modeldeploy.contract.reasons import SIGNATURE_MISSING, SOURCE_NOT_FOUND
+from modeldeploy.contract.reasons import DIGEST_MISMATCH, SIGNATURE_MISSING, SIGNATURE_VALID, SOURCE_NOT_FOUND
 from modeldeploy.contract.spec import ModelDeploymentSpec, Parameters
 from modeldeploy.contract.trust import SPEC_KEY_POLICY, PolicyTrust, TrustBundle, TrustedSigner
 from modeldeploy.params import signing, sources
@@ -71,6 +71,7 @@ class Review:
     warnings: list[str] = field(default_factory=list)
     pin: str | None = None  # hex digest to write into spec.parameters.sha256
     evidence: Evidence | None = None
+    reason: str | None = None  # the signature check's reason code (SignatureValid); None: nothing was checked
 
 
 FetchSignature = Callable[[Parameters], tuple[str, bytes]]
@@ -166,7 +167,7 @@ def review(
     """
     result = Review(warnings=list(decision.ignored))
     if decision.problem is not None:
-        result.refusal = decision.problem
+        result.refusal, result.reason = decision.problem, decision.reason
         return result
     if not parameters_changed(spec, old, old_evidence):
         return result
@@ -174,6 +175,7 @@ def review(
     try:
         where, data = fetch(spec.parameters)
     except TransportError as err:
+        result.reason = err.reason
         message = f"the signature of {source} cannot be checked at admission: {err}"
         if decision.enforced:
             result.refusal = f"{message} ({decision.policies} enforces)"
@@ -181,6 +183,7 @@ def review(
             result.warnings.append(f"{message}; the pods will verify it")
         return result
     except VerificationError as err:
+        result.reason = err.reason
         return _refuse(result, decision, f"{source}: {err}")
     try:
         trust = Trust.from_bundle(decision.bundle) if decision.bundle else _spec_key_trust(spec, read_spec_key)
@@ -191,6 +194,7 @@ def review(
             return result
         verified = signing.verify_signature(data, trust, where)
     except ParametersError as err:
+        result.reason = err.reason
         return _refuse(result, decision, f"signature {where} of {source}: {err}")
     for policy in decision.warn_only:
         if policy.trust is None:
@@ -205,8 +209,10 @@ def review(
     if spec.parameters.sha256 is not None and not pinned_by_us and spec.parameters.sha256 != digest:
         result.refusal = (f"spec.parameters.sha256 pins {spec.parameters.sha256}, but the signature {where} "
                           f"is of manifest {digest}")
+        result.reason = DIGEST_MISMATCH
         return result
     pin = spec.parameters.sha256 is None or pinned_by_us
+    result.reason = SIGNATURE_VALID
     result.pin = digest if pin else None
     result.evidence = Evidence(where, verified.signer, verified.trusted_by, verified.manifest_digest, now,
                                pinned=pin, issuer=verified.issuer)

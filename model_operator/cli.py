@@ -23,6 +23,10 @@ import click
                    "and two replicas never tie (peers with equal priority all pause).")
 @click.option("--liveness", default="http://127.0.0.1:8080/healthz", show_default=True,
               help="Health endpoint URL served by kopf.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
+              help="Port of the operator's Prometheus metrics (/metrics); 0: not served.")
+@click.option("--metrics-address", default="0.0.0.0", show_default=True,
+              help="Address the metrics endpoint listens on.")
 @click.option("--operator-namespace", envvar="POD_NAMESPACE", default="modeldeploy-system", show_default=True,
               help="The operator's namespace: the webhook's TLS Secret and the trust policies' Secrets live there.")
 @click.option("--webhook-port", type=click.IntRange(1, 65535), default=9443, show_default=True,
@@ -44,6 +48,8 @@ def operator(
     peering: str | None,
     priority: int | None,
     liveness: str,
+    metrics_port: int,
+    metrics_address: str,
     operator_namespace: str,
     webhook_port: int,
     webhook_url: str | None,
@@ -74,6 +80,8 @@ def operator(
         memo=kopf.Memo(
             server_image=server_image,
             namespace=operator_namespace,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
             webhook=WebhookSettings(
                 port=webhook_port, namespace=operator_namespace, configuration=webhook_configuration,
                 url=webhook_url, cert_dir=str(webhook_cert_dir) if webhook_cert_dir else None,

@@ -1,8 +1,9 @@
 """kopf handlers: when to reconcile, nothing about how to render or call the API.
 
 Reconcile is level-based: a ModelDeployment's create/update/resume and the operator's own tick
-(every ten seconds, for objects nothing reconciled for five minutes) run `reconcile()`, which renders every child, adopts and applies it (server-side apply), deletes
-optional children no longer wanted, and computes the status. Watch events on children re-apply
+(every ten seconds, for objects nothing reconciled for five minutes) run `reconcile()`, which
+renders every child, adopts and applies it (server-side apply), deletes optional children no
+longer wanted, and computes the status. Watch events on children re-apply
 only when a child differs from what this process last wrote (deleted or edited by hand);
 Deployment status changes and pods whose fetch container reports refresh only the status.
 A ModelDeployment with `strategy: Canary` or `spec.loadTest` is reconciled in full at every
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -31,7 +33,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from model_operator import conditions as cond
-from model_operator import rollout, trust
+from model_operator import metrics, rollout, trust
 from model_operator.admission import Evidence
 from model_operator.kube import Kube
 from model_operator.render import (
@@ -85,6 +87,7 @@ class Outcome:
     problem: str | None = None
     applied: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     events: list[rollout.Event] = field(default_factory=list)
+    changed: int = 0  # children created or changed by this reconcile
 
 
 @dataclass
@@ -106,6 +109,16 @@ class State:
     # uid -> the rollout status this process last decided: newer than a body that lags behind the writes
     rollouts: dict[str, tuple[RolloutStatus | None, list[AnalysisResult]]] = field(
         default_factory=dict)
+    metrics: metrics.OperatorMetrics = field(default_factory=metrics.OperatorMetrics)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, uid: str) -> AsyncIterator[None]:
+        """Hold the ModelDeployment's lock and a slot (counted as waiting until both are held)."""
+        async with contextlib.AsyncExitStack() as held:
+            with self.metrics.reconciles_waiting.track_inprogress():
+                await held.enter_async_context(self.locks[uid])
+                await held.enter_async_context(self.slots)
+            yield
 
 
 def _state(memo: kopf.Memo) -> State:
@@ -126,8 +139,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    memo.metrics = memo.get("metrics") or metrics.OperatorMetrics()
+    if memo.get("metrics_port"):
+        memo.stop_metrics = memo.metrics.serve(memo.metrics_port, memo.get("metrics_address") or "0.0.0.0")
     # Few reconciles at a time, each finishing quickly, beat all of them interleaving their calls.
-    memo.state = State(await Kube.connect(), memo.get("server_image"), memo.get("namespace") or "modeldeploy-system")
+    memo.state = State(await Kube.connect(), memo.get("server_image"), memo.get("namespace") or "modeldeploy-system",
+                       metrics=metrics.of(memo))
     if not settings.peering.standalone:
         await memo.state.kube.ensure_peering(settings.peering.name)
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
@@ -138,6 +155,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if ticker := memo.get("ticker"):
         ticker.cancel()
     _state(memo).kube.close()
+    if memo.get("stop_metrics"):
+        memo.stop_metrics()
 
 
 async def resolve_policies(state: State, namespace_labels: dict[str, str] | None = None,
@@ -170,35 +189,44 @@ async def trust_decision(state: State, spec: ModelDeploymentSpec, namespace: str
 
 
 async def _apply_children(
-    kube: Kube,
+    state: State,
     body: kopf.Body,
     children: list[dict[str, Any]],
     ref: ObjectRef,
-    written: dict[tuple[str, str, str], tuple[str, str]],
     canary: bool = False,
-) -> dict[tuple[str, str], Mapping[str, Any]]:
+) -> tuple[dict[tuple[str, str], Mapping[str, Any]], int]:
     """Apply every child, delete unwanted optional ones; remember what was written for drift checks.
 
     The ConfigMaps go first (a new pod must read the config of its own revision), then the
     rest and the deletions all at once: a reconcile takes two round trips, not one per child.
+
+    Returns:
+        The children as stored, and how many of them this apply created, changed or deleted.
     """
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+    written, changed = state.applied, 0
 
     async def apply(child: dict[str, Any]) -> None:
-        stored = await kube.apply(child)
+        nonlocal changed
+        stored = await state.kube.apply(child)
+        key = (child["kind"], ref.namespace, child["metadata"]["name"])
         applied[(child["kind"], child["metadata"]["name"])] = stored
-        written[(child["kind"], ref.namespace, child["metadata"]["name"])] = fingerprint(stored)
+        before, written[key] = written.get(key), fingerprint(stored)
+        state.metrics.child_applied(child["kind"], before, written[key])
+        changed += before != written[key]
 
     async def delete(api_version: str, kind: str, name: str) -> None:
+        nonlocal changed
         written.pop((kind, ref.namespace, name), None)
-        if await kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
+        if await state.kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
+            changed += 1
 
     configs = [child for child in children if child["kind"] == "ConfigMap"]
     await _all(*(apply(child) for child in configs))
     await _all(*(apply(child) for child in children if child not in configs),
                *(delete(*unwanted) for unwanted in unwanted_children(children, ref, canary)))
-    return applied
+    return applied, changed
 
 
 async def _all(*calls: Coroutine[Any, Any, None]) -> None:
@@ -209,6 +237,20 @@ async def _all(*calls: Coroutine[Any, Any, None]) -> None:
 
 
 async def reconcile(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    trigger: str,
+    **options: Any,
+) -> Outcome:
+    """`_reconcile(body, memo, logger, **options)`, timed and counted by `trigger` and result (`metrics`)."""
+    with _state(memo).metrics.reconciling(trigger) as result:
+        outcome = await _reconcile(body, memo, logger, **options)
+        result(metrics.reconcile_result(outcome.problem, outcome.changed))
+    return outcome
+
+
+async def _reconcile(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -237,7 +279,8 @@ async def reconcile(
     old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     state = _state(memo)
     kube = state.kube
-    async with state.locks[meta["uid"]], state.slots:
+    changed = 0
+    async with state.turn(meta["uid"]):
         started = state.reconciled_at[meta["uid"]] = time.monotonic()
         old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
         if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
@@ -276,7 +319,7 @@ async def reconcile(
             if not apply and deployment is None:
                 deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
             if apply or deployment is None:
-                applied = await _apply_children(kube, body, children, ref, state.applied, canary_seen)
+                applied, changed = await _apply_children(state, body, children, ref, canary_seen)
                 deployment = applied[("Deployment", ref.name)]
             if plan is None:
                 pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))
@@ -300,7 +343,7 @@ async def reconcile(
     status = compute_status(plan.stable_spec, ref, generation, old_conditions, dict(deployment), pods, _now(),
                             admitted_at, reports, plan.rollout, plan.load_tests)
     logger.info("Reconciled in %.3fs (%d children applied).", time.monotonic() - started, len(applied))
-    return Outcome(status, None, applied, plan.events)
+    return Outcome(status, None, applied, plan.events, changed)
 
 
 def _selector(labels: Mapping[str, str]) -> str:
@@ -378,7 +421,7 @@ def _write_status(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Apply a new or changed spec (and every existing one when the operator starts)."""
-    outcome = await reconcile(body, memo, logger)
+    outcome = await reconcile(body, memo, logger, "spec")
     _write_status(body, outcome, patch)
     if outcome.problem:
         raise kopf.PermanentError(outcome.problem)
@@ -407,6 +450,7 @@ async def _refresh_owner(
     memo: kopf.Memo,
     logger: kopf.Logger,
     index: Owners,
+    trigger: str,
     *,
     apply: bool,
     drift: str | None = None,
@@ -415,10 +459,11 @@ async def _refresh_owner(
     if owner is None:
         return
     seen = body if body["kind"] == "Deployment" and not apply else None
-    outcome = await reconcile(owner, memo, logger, apply=apply, deployment=seen,
+    outcome = await reconcile(owner, memo, logger, trigger, apply=apply, deployment=seen,
                               changed_child=body if drift == "edited" else None)
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
         kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
+        _state(memo).metrics.drift_repairs.labels(body["kind"], drift).inc()
     _post_events(owner, outcome)
     if status_changed(owner.get("status"), outcome.status):
         meta = owner["metadata"]
@@ -427,6 +472,7 @@ async def _refresh_owner(
 
 def _child_handler(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    @metrics.events_counted(plural)
     async def child_changed(
         body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any,
     ) -> None:
@@ -435,11 +481,11 @@ def _child_handler(group: str, version: str, plural: str) -> None:
             return
         model_deployments: Owners = kwargs["model_deployments"]  # kopf passes indexes by name
         if type == "DELETED":
-            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="deleted")
+            await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="deleted")
         elif _state(memo).applied.get(_child_key(body)) != fingerprint(body):
-            await _refresh_owner(body, memo, logger, model_deployments, apply=True, drift="edited")
+            await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="edited")
         elif body["kind"] == "Deployment":
-            await _refresh_owner(body, memo, logger, model_deployments, apply=False)
+            await _refresh_owner(body, memo, logger, model_deployments, "child", apply=False)
 
 
 for _resource in CHILD_RESOURCES:
@@ -448,19 +494,21 @@ for _resource in CHILD_RESOURCES:
 
 @kopf.on.event("", "v1", "pods", labels=OWNED,
                when=lambda body, **_: reports_fetch(body) or stopped_being_ready(body))
+@metrics.events_counted("pods")
 async def pod_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Refresh the owner's status when a pod's fetch container reports or its server stops being ready."""
     if type is not None:
-        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=False)
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], "pod", apply=False)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={ANALYSIS_LABEL: kopf.PRESENT})
+@metrics.events_counted("jobs")
 async def analysis_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
                            **kwargs: Any) -> None:
     """An analysis Job finished (or failed): judge it and move the rollout on."""
     conditions = (body.get("status") or {}).get("conditions") or []
     if type is not None and any(c.get("type") in ("Complete", "Failed") for c in conditions):
-        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], apply=True)
+        await _refresh_owner(body, memo, logger, kwargs["model_deployments"], "analysis", apply=True)
 
 
 def _canary_active(status: Mapping[str, Any] | None) -> bool:
@@ -518,25 +566,36 @@ async def _tick_forever(settings: kopf.OperatorSettings, memo: kopf.Memo, logger
             logger.exception("tick failed")
 
 
-def _due_now(state: State) -> Callable[[Mapping[str, Any]], bool]:
+Trigger = Callable[[Mapping[str, Any]], str | None]
+
+
+def _due_now(state: State) -> Trigger:
+    """Why a tick now reconciles a ModelDeployment (`rollout`, `resync`), or None: it is not due."""
     now = time.monotonic()
-    return lambda body: due(body, state.reconciled_at.get(body["metadata"]["uid"]), now)
+
+    def trigger(body: Mapping[str, Any]) -> str | None:
+        if not due(body, state.reconciled_at.get(body["metadata"]["uid"]), now):
+            return None
+        return "rollout" if _canary_active(body.get("status")) else "resync"
+
+    return trigger
 
 
 async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners,
-                             selected: Callable[[Mapping[str, Any]], bool] = lambda body: True) -> None:
-    """Reconcile every ModelDeployment `selected` (all: a trust policy changed, its pods may verify
-    with other signers), at most CONCURRENT_RECONCILES at once."""
-    await asyncio.gather(*(_reconcile_seen(memo, logger, kopf.Body(cast(kopf.RawBody, raw)))
-                           for found in list(index.values()) for raw in list(found)
-                           if not raw["metadata"].get("deletionTimestamp") and selected(raw)))
+                             trigger: Trigger = lambda body: "trust") -> None:
+    """Reconcile every ModelDeployment `trigger` names a reason for (by default all: a trust policy
+    changed, its pods may verify with other signers), at most CONCURRENT_RECONCILES at once."""
+    chosen = [(raw, why) for found in list(index.values()) for raw in list(found)
+              if not raw["metadata"].get("deletionTimestamp") and (why := trigger(raw))]
+    await asyncio.gather(*(_reconcile_seen(memo, logger, kopf.Body(cast(kopf.RawBody, raw)), why)
+                           for raw, why in chosen))
 
 
-async def _reconcile_seen(memo: kopf.Memo, logger: kopf.Logger, body: kopf.Body) -> None:
+async def _reconcile_seen(memo: kopf.Memo, logger: kopf.Logger, body: kopf.Body, trigger: str) -> None:
     """Reconcile a ModelDeployment as the index last saw it and write its status and events."""
     state = _state(memo)
     try:
-        outcome = await reconcile(body, memo, logger)
+        outcome = await reconcile(body, memo, logger, trigger)
     except kopf.TemporaryError as err:
         logger.warning("reconcile of %s/%s postponed: %s", body.metadata.namespace, body.metadata.name, err)
         return

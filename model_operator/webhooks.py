@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 
 import kopf
 
-from model_operator import admission, webhook_tls
+from model_operator import admission, metrics, webhook_tls
 from model_operator.handlers import _state, reconcile_selected, resolve_policies, trust_decision
+from modeldeploy.contract import reasons
 from modeldeploy.contract.api import GROUP, PLURAL, VERSION
 from modeldeploy.contract.spec import ModelDeploymentSpec, SpecError, parse_spec
 from modeldeploy.contract.trust import TRUST_PLURAL
@@ -83,6 +84,7 @@ def _parsed(spec: Any) -> ModelDeploymentSpec | None:
 
 
 @kopf.on.mutate(GROUP, VERSION, PLURAL, id=PIN_WEBHOOK, operations=["CREATE", "UPDATE"], side_effects=False)
+@metrics.admission_observed(PIN_WEBHOOK)
 async def pin(body: kopf.Body, warnings: list[str], patch: kopf.Patch, memo: kopf.Memo, old: Any = None,
               **_: Any) -> None:
     """Verify the signature against the namespace's trust and pin its digest (refuse with the reason)."""
@@ -105,6 +107,8 @@ async def pin(body: kopf.Body, warnings: list[str], patch: kopf.Patch, memo: kop
         lambda parameters: admission.fetch_signature(parameters, environ), _now(),
     )
     warnings.extend(result.warnings)
+    state.metrics.verification(result.reason, refused=result.refusal is not None,
+                               warned=result.reason != reasons.SIGNATURE_VALID)
     if result.refusal:
         raise kopf.AdmissionError(result.refusal, code=403)
     for field, value in admission.patch_of(result).items():
@@ -112,6 +116,7 @@ async def pin(body: kopf.Body, warnings: list[str], patch: kopf.Patch, memo: kop
 
 
 @kopf.on.validate(GROUP, VERSION, PLURAL, id=VALIDATE_WEBHOOK, operations=["CREATE", "UPDATE"], side_effects=False)
+@metrics.admission_observed(VALIDATE_WEBHOOK)
 async def validate(body: kopf.Body, memo: kopf.Memo, old: Any = None, **_: Any) -> None:
     """Refuse a spec the operator cannot render or whose policies the server's CEL compiler rejects."""
     try:

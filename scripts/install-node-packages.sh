@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the real node and the image builds need (containerd, runc, CNI plugins,
 # iptables/conntrack for kube-proxy, buildah + debootstrap for the images, gcc + libc6-dev for
-# the static pause binary). Idempotent: installs only what is missing (apt-get update first),
-# so a prepared machine pays nothing. Needs root only when something is missing.
+# the static pause binary), and prometheus (with promtool) for the monitoring tests. Idempotent:
+# installs only what is missing (apt-get update first), so a prepared machine pays nothing.
+# Needs root only when something is missing.
 set -euo pipefail
 
-PACKAGES=(buildah debootstrap containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev)
+PACKAGES=(buildah debootstrap containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev prometheus)
 
 if ! command -v dpkg-query >/dev/null; then
     echo "install-node-packages: not a Debian machine; install by hand: ${PACKAGES[*]}" >&2

@@ -94,8 +94,9 @@ def test_server_set_pulls_in_no_kubernetes_client() -> None:
 def test_operator_set_verifies_signatures_but_pulls_in_no_serving_library() -> None:
     direct = names(dependency_set("operator"))
     assert {"click", "pydantic", "pyyaml", "kopf", "kubernetes", *GUARDRAILS_LIBRARIES} <= direct
-    # admission: fetch and verify the signature, compile the policies
-    assert direct - {"kopf", "kubernetes"} == names(dependency_set("fetch")) | set(GUARDRAILS_LIBRARIES)
+    # admission: fetch and verify the signature, compile the policies; and its metrics
+    assert "prometheus-client" in direct
+    assert direct - {"kopf", "kubernetes", "prometheus-client"} == names(dependency_set("fetch")) | set(GUARDRAILS_LIBRARIES)
     pulled = _pulled_in("operator")
     assert "model-signing" in pulled
     assert not pulled & (SERVING_LIBRARIES | {"httptools", "uvloop"}), pulled

@@ -16,7 +16,14 @@ from devcluster import pki
 from devcluster.iris import Keys, write_keys
 from model_operator.admission import Evidence, review, signature_uris
 from model_operator.trust import ResolvedPolicy, decide, parse_policy, resolve_policy
-from modeldeploy.contract.reasons import SOURCE_NOT_FOUND
+from modeldeploy.contract.reasons import (
+    DIGEST_MISMATCH,
+    KEY_MISMATCH,
+    NO_TRUSTED_SIGNER,
+    SIGNATURE_VALID,
+    SOURCE_NOT_FOUND,
+    UNTRUSTED_SIGNER,
+)
 from modeldeploy.contract.spec import ModelDeploymentSpec, Parameters, parse_spec
 from modeldeploy.contract.trust import MaterialRef
 from modeldeploy.params import signing
@@ -98,7 +105,7 @@ def test_signed_by_a_trusted_key_is_admitted_and_pinned(work: Path, keys: dict[s
     data = _signature(work, keys["current"])
     spec = md()
     result = review(spec, None, None, decide(spec, [policy("prod", keys, pkis)]), lambda: None, serves(data), NOW)
-    assert result.refusal is None and result.warnings == []
+    assert result.refusal is None and result.warnings == [] and result.reason == SIGNATURE_VALID
     digest = signing.verify_signature(data, signing.trust_of(keys["current"].public)).manifest_digest
     assert result.pin == digest.removeprefix("sha256:")
     assert result.evidence == Evidence(f"{SOURCE}.sig", keys["current"].fingerprint, "ModelTrustPolicy/prod signer current",
@@ -120,7 +127,7 @@ def test_an_untrusted_key_is_refused_naming_the_key_and_the_policy(
     spec = md()
     result = review(spec, None, None, decide(spec, [policy("prod", keys, pkis)]), lambda: None,
                     serves(_signature(work, keys["stranger"])), NOW)
-    assert result.refusal is not None
+    assert result.refusal is not None and result.reason == UNTRUSTED_SIGNER
     assert f"made by key {keys['stranger'].fingerprint}, which ModelTrustPolicy prod does not trust" in result.refusal
     assert keys["current"].fingerprint in result.refusal  # the trusted keys are listed
 
@@ -145,6 +152,7 @@ def test_an_unreachable_source_is_refused_when_enforced_and_a_warning_otherwise(
     spec = md()
     enforced = review(spec, None, None, decide(spec, [policy("prod", keys, pkis)]), lambda: None, unreachable, NOW)
     assert enforced.refusal is not None and "(ModelTrustPolicy prod enforces)" in enforced.refusal
+    assert enforced.reason == SOURCE_NOT_FOUND
     own_key = md(publicKey={"secretName": "iris-key"})
     warned = review(own_key, None, None, decide(own_key, []), lambda: None, unreachable, NOW)
     assert warned.refusal is None and "the pods will verify it" in warned.warnings[0]
@@ -172,6 +180,7 @@ def test_a_spec_key_that_did_not_sign_is_refused(work: Path, keys: dict[str, Key
                     serves(_signature(work, keys["stranger"])), NOW)
     assert result.refusal is not None and f"made by key {keys['stranger'].fingerprint}, not by the trusted key" in (
         result.refusal)
+    assert result.reason == KEY_MISMATCH
 
 
 def test_a_users_pin_that_is_not_the_signed_digest_is_refused(
@@ -181,6 +190,7 @@ def test_a_users_pin_that_is_not_the_signed_digest_is_refused(
     result = review(spec, None, None, decide(spec, [policy("prod", keys, pkis)]), lambda: None,
                     serves(_signature(work, keys["current"])), NOW)
     assert result.refusal is not None and "spec.parameters.sha256 pins 000" in result.refusal
+    assert result.reason == DIGEST_MISMATCH
 
 
 def test_updates_verify_only_when_the_parameters_change_and_re_pin_our_own_pin(
@@ -193,7 +203,7 @@ def test_updates_verify_only_when_the_parameters_change_and_re_pin_our_own_pin(
     assert created.pin is not None and created.evidence is not None
     pinned = md(sha256=created.pin)
     scaled = review(pinned, pinned, created.evidence, decision, lambda: None, never, NOW)
-    assert scaled.refusal is None and scaled.pin is None
+    assert scaled.refusal is None and scaled.pin is None and scaled.reason is None  # nothing checked
     moved = md(sha256=created.pin, source="s3://models/iris-2.tar.gz")
     second = _signature(work, keys["current"], content="new weights")
     updated = review(moved, pinned, created.evidence, decision, lambda: None, serves(second), NOW)
@@ -204,6 +214,7 @@ def test_no_signer_at_all_is_refused() -> None:
     spec = md()
     result = review(spec, None, None, decide(spec, []), lambda: None, never, NOW)
     assert result.refusal is not None and "no signer to verify with" in result.refusal
+    assert result.reason == NO_TRUSTED_SIGNER
 
 
 def test_the_evidence_annotation_is_camel_case_json_and_reads_back() -> None:
