@@ -189,7 +189,7 @@ def _versus(
 ) -> Goal:
     """`ours` against the best (most pred/s) of `others`."""
     if ours is None or not others:
-        missing = "ours is" if ours is None else "no peer is"
+        missing = "ours was not" if ours is None else "no peer was"
         return Goal(name, concurrency, tool, None, required, False, f"not available ({missing} measured)")
     peer = max(others, key=lambda r: r.measurement.rps)
     ratio = ours.measurement.rps / peer.measurement.rps if peer.measurement.rps else float("inf")
