@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from modeldeploy.loadtest.compare import compare_answers
-from modeldeploy.loadtest.engine import Load, LoadGenerator, run_together
+from modeldeploy.loadtest.engine import Load, LoadGenerator, parse_header, run_together
 from modeldeploy.loadtest.gates import Gates, evaluate_gates
 from modeldeploy.loadtest.inputs import InputFileError, UnsupportedSchema, generate_bodies, read_jsonl
 from modeldeploy.loadtest.report import (
@@ -65,6 +65,14 @@ def seconds_option(ctx: click.Context, param: click.Parameter, value: str) -> fl
     """click callback: a duration option's text -> seconds."""
     try:
         return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from err
+
+
+def headers_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    """click callback: each `--header 'Name: value'` -> (name, value)."""
+    try:
+        return [parse_header(value) for value in values]
     except ValueError as err:
         raise click.BadParameter(str(err), ctx, param) from err
 
@@ -186,6 +194,21 @@ def reported_errors(termination_log: Path | None) -> Iterator[None]:
     help="JSONL file of request bodies (default: generated from the model's input schema).",
 )
 @click.option(
+    "--body",
+    "body_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Send this file's bytes as they are as every request's body (e.g. a v2 binary-data request; "
+    "needs --path; give its Content-Type with --header).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=headers_option,
+    metavar="'NAME: VALUE'",
+    help="Add this header to every request (repeatable), e.g. 'Inference-Header-Content-Length: 120'.",
+)
+@click.option(
     "--samples",
     type=click.IntRange(min=1),
     default=1000,
@@ -242,6 +265,8 @@ def loadtest(
     warmup: float,
     path: str | None,
     input_file: Path | None,
+    body_file: Path | None,
+    headers: list[tuple[str, str]],
     samples: int,
     seed: int,
     p99_ms: float | None,
@@ -256,9 +281,11 @@ def loadtest(
     """Load TARGET (server URLs, comma-separated, or md/NAME) with predictions; exit 1 when a gate fails."""
     console = Console(stderr=True)
     with reported_errors(termination_log):
-        if path is not None and input_file is None:
+        if body_file is not None and (path is None or input_file is not None):
+            raise click.UsageError("--body needs --path and excludes --input: it is the one body sent to --path")
+        if path is not None and input_file is None and body_file is None:
             raise click.UsageError(
-                "--path needs --input: only the model's prediction API has a schema to generate from"
+                "--path needs --input or --body: only the model's prediction API has a schema to generate from"
             )
         if compare is not None and baseline is None:
             raise click.UsageError("--compare needs --baseline: the servers whose answers TARGET's are compared with")
@@ -276,7 +303,8 @@ def loadtest(
                     fetch_model_info(sides["baseline"][0], model, timeout)
                 bodies = read_jsonl(input_file) if input_file else generate_bodies(info.input_schema, samples, seed)
             else:
-                model, bodies = model or resolved.model, read_jsonl(input_file)  # type: ignore[arg-type]
+                model = model or resolved.model
+                bodies = [body_file.read_bytes()] if body_file else read_jsonl(input_file)  # type: ignore[arg-type]
         except (TargetError, InputFileError, UnsupportedSchema) as err:
             raise click.ClickException(str(err)) from err
         try:
@@ -294,8 +322,9 @@ def loadtest(
         if warmup:
             console.print(f"warming up {path} at {where} for {warmup:g}s")
             warm = replace(load, duration_s=warmup)
-            uvloop.run(run_together([LoadGenerator(e, path, bodies, warm, Recorder()) for e in sides.values()]))
-        generators = {name: LoadGenerator(e, path, bodies, load, Recorder()) for name, e in sides.items()}
+            warming = [LoadGenerator(e, path, bodies, warm, Recorder(), headers) for e in sides.values()]
+            uvloop.run(run_together(warming))
+        generators = {name: LoadGenerator(e, path, bodies, load, Recorder(), headers) for name, e in sides.items()}
         started = datetime.now(UTC)
         console.print(f"loading {path} at {where} for {duration:g}s")
         elapsed = uvloop.run(run_with_progress(generators, console))
@@ -321,7 +350,8 @@ def loadtest(
                 "duration_s": duration,
                 "ramp_s": ramp,
                 "warmup_s": warmup,
-                "inputs": str(input_file) if input_file else f"{samples} generated from the input schema (seed {seed})",
+                "inputs": str(body_file or input_file or f"{samples} generated from the input schema (seed {seed})"),
+                **({"headers": dict(headers)} if headers else {}),
                 **({"compared": compare, "tolerance": tolerance} if compare is not None else {}),
             }
             paths = write_report(report_dir, stats, gates, failures, meta, baseline_stats, comparison)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from modeldeploy.loadtest.stats import Recorder
 
 WATCHDOG_INTERVAL_S = 0.1
 RECONNECT_DELAY_S = 0.05
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110)
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,39 @@ class Load:
             raise ValueError("duration and timeout must be positive, ramp not negative")
 
 
-def build_request(endpoint: Endpoint, method: str, path: str, body: bytes | None) -> bytes:
-    """The bytes of one HTTP/1.1 keep-alive request (a JSON body when `body` is given)."""
+def build_request(
+    endpoint: Endpoint, method: str, path: str, body: bytes | None, headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """The bytes of one HTTP/1.1 keep-alive request, with `headers` (checked by `parse_header`).
+
+    A body is sent as JSON unless `headers` give a Content-Type.
+    """
     lines = [f"{method} {endpoint.base_path}{path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}"]
+    lines += [f"{name}: {value}" for name, value in headers]
     if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(body)}")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("ascii") + (body or b"")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` -> (name, value), for a request header given on the command line.
+
+    Raises:
+        ValueError: no colon, a name that is not an HTTP token, a value that is not printable ASCII,
+            or a header that frames the request (Host, Content-Length, Transfer-Encoding).
+    """
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _TOKEN.fullmatch(name):
+        raise ValueError(f"not a header: {text!r} (give Name: value)")
+    if not all(" " <= c <= "~" or c == "\t" for c in value):
+        raise ValueError(f"header {name}: the value must be printable ASCII")
+    if name.lower() in ("host", "content-length", "transfer-encoding"):
+        raise ValueError(f"header {name} is set by the load generator")
+    return name, value
 
 
 def due_count(elapsed: float, rate: float, ramp_s: float) -> int:
@@ -179,6 +207,7 @@ class LoadGenerator:
         bodies: JSON request bodies, sent in turn (POST); empty means GET without a body.
         load: users or rate, duration, ramp, timeout.
         recorder: where each request's outcome goes.
+        headers: extra request headers, e.g. a Content-Type for bodies that are not JSON.
     """
 
     def __init__(
@@ -188,13 +217,16 @@ class LoadGenerator:
         bodies: Sequence[bytes],
         load: Load,
         recorder: Recorder,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not endpoints:
             raise ValueError("no endpoints to load")
         self.endpoints = list(endpoints)
         method = "POST" if bodies else "GET"
         self.requests = [
-            [build_request(e, method, path, b) for b in bodies] if bodies else [build_request(e, method, path, None)]
+            [build_request(e, method, path, b, headers) for b in bodies]
+            if bodies
+            else [build_request(e, method, path, None, headers)]
             for e in self.endpoints
         ]
         self.load = load

@@ -166,3 +166,31 @@ def test_any_path_with_given_bodies_and_an_unrecorded_warmup(iris_url: str, tmp_
 
 def test_path_without_input_is_a_usage_error(iris_url: str) -> None:
     assert loadtest(iris_url, "--path", "/v2/models/iris/infer").exit_code == 2
+
+
+def test_a_raw_body_file_is_sent_as_is_with_the_given_headers(iris_url: str, tmp_path: Path) -> None:
+    body = tmp_path / "body.bin"
+    common = ["--path", "/api/models/iris/prediction", "--body", str(body), "--users", "2", "--duration", "1s"]
+    body.write_bytes(json.dumps(dict(zip(("sepal_length", "sepal_width", "petal_length", "petal_width"),
+                                         (5.1, 3.5, 1.4, 0.2), strict=True))).encode())
+    typed = loadtest(iris_url, *common, "--header", "X-Request-Id: bench", "--max-error-rate", "0")
+    assert typed.exit_code == 0, typed.output + typed.stderr
+    body.write_bytes(b"\x00 not JSON")  # unlike --input, --body does not parse what it sends
+    loadtest(iris_url, *common, "--report", str(tmp_path))
+    statuses = json.loads((tmp_path / "report.json").read_text())["stats"]["statuses"]
+    assert set(statuses) == {"400"}, statuses
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--body", "{body}"],  # no --path
+        ["--path", "/p", "--body", "{body}", "--input", "{body}"],
+        ["--path", "/p", "--body", "{body}", "--header", "X-A: b\r\nX-B: c"],
+        ["--path", "/p", "--body", "{body}", "--header", "Content-Length: 1"],
+    ],
+)
+def test_bad_body_or_header_options_are_usage_errors(iris_url: str, tmp_path: Path, args: list[str]) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"{}")
+    assert loadtest(iris_url, *(a.format(body=body) for a in args)).exit_code == 2

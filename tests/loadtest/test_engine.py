@@ -7,6 +7,7 @@ misbehave on purpose (never answer, close after each answer). Every run is bound
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import ssl
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.loadtest.engine import Endpoint, Load, LoadGenerator, build_request, due_count, due_time
+from modeldeploy.loadtest.engine import (
+    Endpoint,
+    Load,
+    LoadGenerator,
+    build_request,
+    due_count,
+    due_time,
+    parse_header,
+)
 from modeldeploy.loadtest.stats import Recorder, summarize
 
 IRIS = json.dumps({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}).encode()
@@ -49,6 +58,55 @@ def test_request_bytes() -> None:
         b'POST /m/p HTTP/1.1\r\nHost: 10.0.0.1:80\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}'
     )
     assert build_request(Endpoint("h", 1), "GET", "/x", None) == b"GET /x HTTP/1.1\r\nHost: h:1\r\n\r\n"
+
+
+def test_given_headers_are_sent_and_a_given_content_type_replaces_json() -> None:
+    headers = [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", "2")]
+    request = build_request(Endpoint("h", 1), "POST", "/p", b"{}\x00\x01", headers)
+    assert request == (
+        b"POST /p HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/octet-stream\r\n"
+        b"Inference-Header-Content-Length: 2\r\nContent-Length: 4\r\n\r\n{}\x00\x01"
+    )
+
+
+def test_the_generator_sends_its_headers_on_every_request(free_port: Callable[[], int]) -> None:
+    port = free_port()
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                await reader.readexactly(2)  # the body
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    generator = LoadGenerator([Endpoint("127.0.0.1", port)], "/p", [b"{}"], Load(0.3, users=2), Recorder(),
+                              [("X-Bench", "1")])
+    run(generator, lambda: asyncio.start_server(answer, "127.0.0.1", port))
+    assert sum(b.requests for b in generator.recorder.buckets.values()) > 0 and heads
+    assert all(b"\r\nX-Bench: 1\r\n" in head for head in heads)
+
+
+def test_parse_header() -> None:
+    assert parse_header(" Inference-Header-Content-Length :  120 ") == ("Inference-Header-Content-Length", "120")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no colon",
+        ": value",
+        "Bad Name: x",
+        "X-A: one\r\nX-Injected: two",
+        "X-A: caf\u00e9",
+        "Host: evil",
+        "content-length: 9",
+        "Transfer-Encoding: chunked",
+    ],
+)
+def test_parse_header_rejects_what_would_break_or_smuggle_a_request(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_header(text)
 
 
 @pytest.mark.parametrize("ramp", [0.0, 2.0])
