@@ -112,7 +112,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     model = ServedModel(card, settings.model_dir, settings.policies, settings.public_key, settings.trust)
     metrics = Metrics()
     dataplane = DataPlane(
-        model, metrics, settings.max_batch_size, settings.policy_timeout_seconds, settings.recheck_seconds
+        model,
+        metrics,
+        settings.max_batch_size,
+        settings.policy_timeout_seconds,
+        settings.recheck_seconds,
+        settings.batch_latency_budget_ms / 1000,
     )
 
     @asynccontextmanager
