@@ -9,12 +9,12 @@ from model_operator.conditions import parse_conditions
 from model_operator.render import ObjectRef, render_deployment
 from model_operator.status import (
     compute_status,
-    fetch_result,
     fingerprint,
+    fetch_result,
     reports_fetch,
+    stopped_being_ready,
     spec_error_status,
     status_changed,
-    stopped_being_ready,
 )
 from modeldeploy.contract.api import SPEC_HASH_ANNOTATION
 from modeldeploy.contract.pod import ReadinessReport, TerminationRecord
