@@ -131,6 +131,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=card.version,
         description=card.description or f"Serves the {card.flavor} model {card.name!r}.",
         lifespan=lifespan,
+        # the server reports through its own Prometheus metrics; FastAPI's OpenTelemetry hooks
+        # would otherwise look up three global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.dataplane = dataplane
     app.state.metrics = metrics
