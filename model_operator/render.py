@@ -35,6 +35,7 @@ from modeldeploy.contract.pod import (
     HEALTH_STARTUP,
     INIT_CONTAINER,
     KEYS_DIR,
+    METRICS_DIR,
     MODEL_DIR,
     MODEL_ROOT,
     PORT_NAME,
@@ -296,10 +297,13 @@ def _server_container(spec: ModelDeploymentSpec, image: str, trust: TrustBundle 
             *_trust_mounts(trust),
             {"name": "config", "mountPath": CONFIG_PATH, "subPath": CONFIG_KEY, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "metrics", "mountPath": METRICS_DIR},
         ],
+        # the server's worker processes keep their metrics here, to report the pod's total
+        "env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR}],
     }
     if spec.env:
-        container["env"] = [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
+        container["env"] += [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
     if _resources(spec):
         container["resources"] = _resources(spec)
     return container
@@ -328,6 +332,7 @@ def _pod_spec(spec: ModelDeploymentSpec, ref: ObjectRef, image: str, trust: Trus
         "volumes": [
             {"name": "model", "emptyDir": {"sizeLimit": str(model_volume_limit(spec))}},
             {"name": "tmp", "emptyDir": {}},
+            {"name": "metrics", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *_key_volumes(spec, trust),
             {"name": "config", "configMap": {"name": config_map_name(ref)}},
         ],

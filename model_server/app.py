@@ -112,7 +112,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     model = ServedModel(card, settings.model_dir, settings.policies, settings.public_key, settings.trust)
     metrics = Metrics()
     dataplane = DataPlane(
-        model, metrics, settings.max_batch_size, settings.policy_timeout_seconds, settings.recheck_seconds
+        model,
+        metrics,
+        settings.max_batch_size,
+        settings.policy_timeout_seconds,
+        settings.recheck_seconds,
+        settings.batch_latency_budget_ms / 1000,
     )
 
     @asynccontextmanager
@@ -126,6 +131,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=card.version,
         description=card.description or f"Serves the {card.flavor} model {card.name!r}.",
         lifespan=lifespan,
+        # the server reports through its own Prometheus metrics; FastAPI's OpenTelemetry hooks
+        # would otherwise look up three global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.dataplane = dataplane
     app.state.metrics = metrics

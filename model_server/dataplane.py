@@ -59,6 +59,7 @@ class DataPlane:
         max_batch_size: int,
         policy_timeout: float = 1.0,
         recheck_seconds: float = 0.0,
+        batch_budget_seconds: float = 0.0,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -71,25 +72,32 @@ class DataPlane:
         self.output_row = output_model(model.card)
         self.body_adapter = request_adapter(self.input_row, max_batch_size)
         self.rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[self.input_row])  # type: ignore[name-defined]
-        self.batcher = MicroBatcher(self._predict_loaded, max_rows=max_batch_size)
+        self.batcher = MicroBatcher(
+            self._predict_loaded, max_batch_size, batch_budget_seconds, metrics.batch_rows.labels(model.name).observe
+        )
         self.load_task: asyncio.Task[None] | None = None
         self.recheck_task: asyncio.Task[None] | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the batcher and load the model in the background (probes answer meanwhile)."""
+        """Start the batcher and load the model in the background (probes answer meanwhile).
+
+        A model that has loaded already (before the workers forked) is only reported.
+        """
         self.metrics.model_ready.labels(self.model.name).set(0)
         self.batcher.start()  # before loading: a model that is loaded can predict at once
         self.load_task = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
-        await asyncio.to_thread(self.model.load)
+        if not self.model.started:
+            await asyncio.to_thread(self.model.load)
         name = self.model.name
         if self.model.load_seconds is not None:
             self.metrics.load_seconds.labels(name).set(self.model.load_seconds)
         self.metrics.model_ready.labels(name).set(1 if self.model.ready else 0)
-        self.metrics.parameters_verified.labels(name).set(1 if self.model.loaded else 0)
-        if self.model.loaded and self.recheck_seconds > 0:
+        verified = self.model.loaded and self.model.integrity_failure is None
+        self.metrics.parameters_verified.labels(name).set(1 if verified else 0)
+        if verified and self.recheck_seconds > 0:
             self.recheck_task = asyncio.get_running_loop().create_task(self._recheck_until_it_fails())
 
     async def _recheck_until_it_fails(self) -> None:

@@ -7,8 +7,9 @@ model.yaml is the card the server started with, compile the signed guardrails
 (`policies.yaml`, if the tree has one) and put them before the spec's, and load the
 flavor from verified bytes only (`VerifiedTree.read`). After loading, `recheck` hashes
 the served files again against the signed manifest; a mismatch takes readiness away for
-good (liveness stays: a restarted container would serve the same files). `readiness()`
-says why the model is (not) ready. No HTTP here.
+good (liveness stays: a restarted container would serve the same files), in every worker
+process that shares this model (`integrity.FailureBoard`). `readiness()` says why the
+model is (not) ready. No HTTP here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from model_server.flavors import Predictor
 from model_server.flavors import load as load_flavor
+from model_server.integrity import FailureBoard
 from model_server.modelcard import MODEL_CARD, ModelCard, parse_model_card
 from modeldeploy.contract.pod import SIGNED_POLICIES, ReadinessReport, SignedPolicies
 from modeldeploy.contract.reasons import (
@@ -82,7 +84,7 @@ class ServedModel:
         self.reason: str | None = None
         self.failed_files: list[str] = []
         self.tree: signing.VerifiedTree | None = None
-        self.integrity_failure: VerificationError | None = None  # what a recheck found; never cleared
+        self.integrity = FailureBoard()  # what a recheck found, in any worker; never cleared
         self.draining = False
         self.load_seconds: float | None = None
         self.predictor: Predictor | None = None
@@ -105,6 +107,11 @@ class ServedModel:
     def loaded(self) -> bool:
         """The model can predict (still true while draining, so in-flight traffic completes)."""
         return self.state is State.READY
+
+    @property
+    def integrity_failure(self) -> VerificationError | None:
+        """What a failed recheck found (in this process or another worker), or None."""
+        return self.integrity.read()
 
     @property
     def ready(self) -> bool:
@@ -136,7 +143,7 @@ class ServedModel:
         try:
             self.tree.recheck()
         except VerificationError as err:
-            self.integrity_failure = err
+            self.integrity.post(err)
             logger.error("served files no longer match the signature: not ready from now on",
                          extra={"model": self.name, "reason": err.reason, "error": err.args[0],
                                 "failedFiles": err.files})

@@ -81,8 +81,11 @@ def add_fast_route(
     body: dict[str, Any],
     responses: dict[int | str, dict[str, Any]],
 ) -> None:
-    """Mount `endpoint` for POST `path` as a Starlette route and document it for OpenAPI."""
-    app.router.routes.append(FastRoute(path, endpoint, methods=["POST"]))
+    """Mount `endpoint` for POST `path` as a Starlette route and document it for OpenAPI.
+
+    Fast routes go first: the router tries routes in order, and these are the hot paths.
+    """
+    app.router.routes.insert(0, FastRoute(path, endpoint, methods=["POST"]))
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
         for name in (part[1:-1] for part in path.split("/") if part.startswith("{"))

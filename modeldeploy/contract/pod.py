@@ -39,6 +39,7 @@ TRUST_KEY: Final = "trust.json"  # the ConfigMap key holding the TrustBundle (mo
 TRUST_PATH: Final = f"{CONFIG_DIR}/{TRUST_KEY}"
 SIGNED_POLICIES: Final = "policies.yaml"  # signed guardrails at the top of the parameters tree
 TERMINATION_LOG: Final = "/dev/termination-log"
+METRICS_DIR: Final = "/tmp/modeldeploy-metrics"  # the server's PROMETHEUS_MULTIPROC_DIR (an emptyDir)
 SERVER_PORT: Final = 8000
 PORT_NAME: Final = "http"
 GRPC_PORT: Final = 9000
@@ -140,6 +141,8 @@ class ServerConfig(BaseModel):
 
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     max_batch_size: int = Field(default=1024, gt=0)
+    # how long requests queued behind a running batch may wait for more to share the next one; 0: never wait
+    batch_latency_budget_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     drain_seconds: float = Field(default=5.0, ge=0.0)
     policies: tuple[Policy, ...] = ()
     policy_timeout_seconds: float = Field(default=1.0, gt=0.0)  # per request, all rows and policies

@@ -335,4 +335,15 @@ def test_node_selector_tolerations_and_env_reach_the_pod() -> None:
     ))
     assert pod["nodeSelector"] == {"zone": "a"}
     assert pod["tolerations"] == [{"key": "k", "operator": "Exists"}]
-    assert pod["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+    assert pod["containers"][0]["env"] == [
+        {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/modeldeploy-metrics"}, {"name": "A", "value": "1"}
+    ]
+
+
+def test_server_keeps_its_workers_metrics_in_a_memory_emptydir() -> None:
+    pod = pod_spec(minimal())
+    server = pod["containers"][0]
+    assert {"name": "metrics", "mountPath": "/tmp/modeldeploy-metrics"} in server["volumeMounts"]
+    assert {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/modeldeploy-metrics"} in server["env"]
+    assert {"name": "metrics", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}} in pod["volumes"]
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,11 +57,17 @@ def write_trust(path: Path, *public_keys: Path) -> Path:
 class ServerProcess:
     """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured).
 
-    It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`).
+    It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`), and
+    runs `workers` processes (one unless told; their metrics in `metrics_dir` when more).
     """
 
     def __init__(
-        self, model_dir: Path, config: dict[str, Any] | None, workdir: Path, trust: Path | None = None
+        self,
+        model_dir: Path,
+        config: dict[str, Any] | None,
+        workdir: Path,
+        trust: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -70,9 +77,18 @@ class ServerProcess:
         args = [sys.executable, "-c", "from modeldeploy.cli import main; main()", "serve", str(model_dir)]
         trusted = ["--trust", str(trust)] if trust else ["--public-key", str(PUBLIC_KEY[0])]
         args += ["--config", str(config_path), *trusted]
-        args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        env = dict(os.environ)
+        self.metrics_dir = workdir / f"metrics-{self.port}"
+        if workers > 1:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def workers(self) -> list[int]:
+        """The pids of the server's worker processes (its children)."""
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        return sorted(int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split())
 
     def wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -129,10 +129,11 @@ def test_config_errors_exit_with_a_clear_message(iris_dir: Path, tmp_path: Path)
     assert "maxRequestBytes" in result.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_drops_no_request(
-    pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
+    workers: int, pricing_dir: Callable[..., Path], start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(pricing_dir(predict_seconds=0.05), config={"drainSeconds": 2.0})
+    server = start_server(pricing_dir(predict_seconds=0.05), config={"drainSeconds": 2.0}, workers=workers)
     row = {"age": 30, "smoker": False, "cost": 100.0}
     statuses: list[int] = []
     failures: list[str] = []
