@@ -59,6 +59,14 @@ class DrainingServer(uvicorn.Server):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
+    "--grpc-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="MODELDEPLOY_GRPC_PORT",
+    help="also serve Open Inference Protocol v2 over gRPC on --host:PORT (0: off)",
+)
+@click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -68,6 +76,7 @@ def serve(
     trust: Path | None,
     host: str,
     port: int,
+    grpc_port: int,
     log_level: str,
 ) -> None:
     """Serve the model in MODEL_DIR (a parameters directory with model.yaml), once model.sig verifies with
@@ -77,6 +86,7 @@ def serve(
     logs.configure(getattr(logging, log_level.upper()))
     try:
         settings = load_settings(model_dir, config_file, public_key, trust)
+        settings = settings.model_copy(update={"grpc_host": host, "grpc_port": grpc_port})
         app = create_app(settings)
     except (SettingsError, ModelCardError) as err:
         raise click.ClickException(str(err)) from err

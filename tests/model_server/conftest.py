@@ -138,9 +138,13 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def _start(
-        model_dir: Path, config: dict[str, Any] | None = None, wait: str = "started", trust: Path | None = None
+        model_dir: Path,
+        config: dict[str, Any] | None = None,
+        wait: str = "started",
+        trust: Path | None = None,
+        grpc: bool = False,
     ) -> ServerProcess:
-        server = ServerProcess(model_dir, config, tmp_path, trust)
+        server = ServerProcess(model_dir, config, tmp_path, trust, grpc)
         servers.append(server)
         server.wait_listening()
         if wait == "started":

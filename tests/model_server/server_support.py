@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,14 +57,22 @@ def write_trust(path: Path, *public_keys: Path) -> Path:
 class ServerProcess:
     """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured).
 
-    It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`).
+    It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`). With `grpc`
+    it also serves v2 gRPC on `grpc_address` (the port given as MODELDEPLOY_GRPC_PORT).
     """
 
     def __init__(
-        self, model_dir: Path, config: dict[str, Any] | None, workdir: Path, trust: Path | None = None
+        self,
+        model_dir: Path,
+        config: dict[str, Any] | None,
+        workdir: Path,
+        trust: Path | None = None,
+        grpc: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.log_path = workdir / f"server-{self.port}.log"
         config_path = workdir / f"server-{self.port}.yaml"
         config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
@@ -72,7 +81,8 @@ class ServerProcess:
         args += ["--config", str(config_path), *trusted]
         args += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "MODELDEPLOY_GRPC_PORT": str(self.grpc_port)}
+        self.process = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
