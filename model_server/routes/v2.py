@@ -82,6 +82,7 @@ class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
+    model_name: str | None = None  # KServe's client repeats the path's model name here
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
@@ -215,6 +216,7 @@ def request_schema(card: ModelCard, field_schemas: dict[str, Any], max_batch: in
         "required": ["inputs"],
         "properties": {
             "id": {"type": ["string", "null"]},
+            "model_name": {"anyOf": [{"const": card.name}, {"type": "null"}]},
             "parameters": {"type": ["object", "null"], "properties": {"binary_data_output": {"type": "boolean"}}},
             "inputs": {"anyOf": layouts},
             "outputs": {"anyOf": [{"type": "array", "items": output}, {"type": "null"}]},
@@ -278,6 +280,8 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
             request = InferenceRequest.model_validate_json(header)
         except ValidationError as err:
             raise InvalidInput(*error_lines(err)) from err
+        if request.model_name not in (None, card.name):
+            raise InvalidInput(f"model_name {request.model_name!r} is not the path's model {card.name!r}")
         wanted = requested_outputs(card, None if request.outputs is None else [o.name for o in request.outputs])
         binary_wanted = binary_flags(request, wanted)
         rows = dataplane.decode_rows(tensors_to_rows(card, input_tensors(request.inputs, binary)))
