@@ -87,6 +87,7 @@ class InferenceRequest(BaseModel):
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 
+
 SERVER_VERSION = version("modeldeploy")  # the installed distribution, as /v2 reports it
 
 

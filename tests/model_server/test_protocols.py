@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import struct
 import subprocess
 import textwrap
@@ -259,15 +260,18 @@ def test_bytes_elements_with_bad_lengths_get_a_v2_error(
     assert response.json()["error"] == "tensor 'name': BYTES element 0 claims 100 bytes; 4 remain"
 
 
-def test_a_binary_body_over_max_request_bytes_is_413(
+def test_a_body_over_max_request_bytes_is_413_or_resource_exhausted(
     iris_dir: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(iris_dir, config={"maxRequestBytes": 1024})
+    server = start_server(iris_dir, config={"maxRequestBytes": 1024}, grpc=True)
     body, headers = framed({"inputs": [{**FOUR, "shape": [40, 4], "parameters": {"binary_data_size": 1280}}]},
                            VALUES * 40)
     response = httpx.post(server.url + INFER, content=body, headers=headers)
     assert response.status_code == 413
     assert response.json()["type"] == "PayloadTooLarge"
+    with pytest.raises(InferenceServerException) as too_large:
+        grpc_client(server).infer("iris", [matrix_input(triton_grpc, rows(*[SETOSA] * 40), "FP64")])
+    assert too_large.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
 # -- gRPC status codes, health, policies and metrics ---------------------------------------------
@@ -396,3 +400,37 @@ def test_kserve_clients_speak_to_the_server(iris: ServerProcess) -> None:
         "rest_live": True, "rest_ready": True, "rest_json": both, "rest_binary": both,
         "grpc_live": True, "grpc_ready": True, "grpc": both,
     }
+
+
+def test_sigterm_drains_grpc_with_uvicorn(iris_dir: Path, start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(iris_dir, config={"drainSeconds": 1.5}, grpc=True)
+    client = grpc_client(server)
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 1.0
+    while health_status(server.grpc_address, "iris") != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert time.monotonic() < deadline, "gRPC health kept SERVING after SIGTERM"
+        time.sleep(0.02)
+    assert not client.is_server_ready()
+    served = client.infer("iris", [matrix_input(triton_grpc, rows(SETOSA), "FP64")])  # still served while draining
+    assert served.as_numpy("species").tolist() == [b"setosa"]
+    assert server.process.wait(timeout=30) == 0
+    with pytest.raises(grpc.RpcError) as gone:
+        health_status(server.grpc_address, "")
+    assert gone.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_server_reflection_lists_and_describes_the_services(iris: ServerProcess) -> None:
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(iris.grpc_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService"),
+        ]
+        listed, described = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
+    services = {s.name for s in listed.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
+    proto = descriptor_pb2.FileDescriptorProto.FromString(described.file_descriptor_response.file_descriptor_proto[0])
+    assert "ModelInfer" in [m.name for m in proto.service[0].method]
