@@ -68,4 +68,6 @@ CMD ["operator"]
 
 FROM runtime AS model-server
 COPY --from=server-venv /venv /venv
-EXPOSE 8000
+# REST (v2 and /api) on 8000; Open Inference Protocol v2 gRPC on 9000 (`--grpc-port`; 0 turns it off)
+ENV MODELDEPLOY_GRPC_PORT=9000
+EXPOSE 8000 9000

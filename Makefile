@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-unit demo bench clean crds lint
+.PHONY: install test test-unit demo bench clean crds lint proto
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ test: install lint k8s-binaries minio node-packages prometheus images
 # The CRD's schema is generated from the contract's types (modeldeploy/contract); a test checks it.
 crds: install
 	$(PY) -m modeldeploy.contract.crd --write crds
+
+# The Open Inference Protocol v2 gRPC code and its typed stubs, from KServe's grpc_predict_v2.proto.
+proto: install
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. model_server/_proto/grpc_predict_v2.proto
 
 # The layers (import-linter), ruff and mypy --strict on the product packages.
 lint: install

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_server.dataplane import DataPlane
 from model_server.errors import PayloadTooLarge
-from model_server.metrics import Metrics
+from model_server.metrics import UNKNOWN_MODEL, Metrics
 from model_server.model import ServedModel
 from model_server.modelcard import load_model_card
 from model_server.routes import api, errors, health, v2
@@ -26,7 +26,7 @@ from model_server.routes.errors import error_response
 from model_server.settings import ServerSettings
 
 logger = logging.getLogger("model_server.access")
-UNKNOWN_MODEL = "_unknown"  # the one metrics label of every model name this server does not serve
+GRPC_GRACE_SECONDS = 30.0  # in-flight RPCs get as long as uvicorn's graceful shutdown gives requests
 
 
 class RequestObserver:
@@ -123,7 +123,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
-        yield
+        async with _grpc(settings, dataplane, metrics):
+            yield
         await dataplane.stop()
 
     app = FastAPI(
@@ -144,6 +145,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
         RequestObserver, metrics=metrics, max_request_bytes=settings.max_request_bytes, models=frozenset({card.name})
     )
     return app
+
+
+@asynccontextmanager
+async def _grpc(settings: ServerSettings, dataplane: DataPlane, metrics: Metrics) -> AsyncIterator[None]:
+    """v2 gRPC on the app's event loop while the app runs, if `settings.grpc_port` is set (imported
+    only then: its protobuf descriptors load only where gRPC is served)."""
+    if not settings.grpc_port:
+        yield
+        return
+    from model_server.grpc_server import start_grpc, stop_grpc
+
+    server = await start_grpc(dataplane, metrics, settings.grpc_host, settings.grpc_port, settings.max_request_bytes)
+    try:
+        yield
+    finally:
+        await stop_grpc(server, GRPC_GRACE_SECONDS)
 
 
 def _document_fast_routes_and_model_name(app: FastAPI, name: str) -> None:

@@ -1,6 +1,7 @@
 """Prometheus metrics of one server, in a registry of its own (so apps in tests don't collide).
 
-Request counts and latency per model, endpoint and status; model load time and readiness;
+Request counts and latency per model, endpoint and status (REST: the route and the HTTP
+status; gRPC: `/inference.GRPCInferenceService/METHOD` and the status code's name); model load time and readiness;
 whether the served files match their signature, and the rechecks' results; policy hits per
 policy, source (signed or spec) and action; requests in flight; rows per predictor call.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
+UNKNOWN_MODEL = "_unknown"  # the one `model` label of every model name this server does not serve
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -13,8 +13,9 @@ replacement just accepts from the same queue) and runs its own event loop; the p
 forwards SIGTERM, so every worker drains as above. Worker 0 alone rechecks the files; a
 failed recheck fails readiness in all of them (`model_server.integrity`). Metrics add up
 across workers through `PROMETHEUS_MULTIPROC_DIR` (a temporary directory if unset).
-Whatever else a worker serves (e.g. gRPC) starts in its own event loop, after the fork,
-from `DrainingServer.extra_servers`.
+`--grpc-port` starts gRPC from the app's lifespan, so in each worker's own event loop after
+the fork (gRPC must not run before a fork); the workers share its port with SO_REUSEPORT,
+which gRPC sets by default.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -47,33 +46,13 @@ from modeldeploy.params.cli import public_key_option, trust_option
 
 logger = logging.getLogger(__name__)
 
-StopServer = Callable[[], Awaitable[None]]
-ExtraServer = Callable[[DataPlane], Awaitable[StopServer]]
-"""Starts a server beside uvicorn in a worker's event loop (e.g. gRPC on its own port); returns its stop."""
-
-
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first SIGTERM drains before shutting down."""
 
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        dataplane: DataPlane,
-        drain_seconds: float,
-        extra_servers: Sequence[ExtraServer] = (),
-    ) -> None:
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, drain_seconds: float) -> None:
         super().__init__(config)
         self.dataplane = dataplane
         self.drain_seconds = drain_seconds
-        self.extra_servers = extra_servers
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        stops = [await start(self.dataplane) for start in self.extra_servers]
-        try:
-            await super().serve(sockets)
-        finally:
-            for stop in reversed(stops):
-                await stop()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self.dataplane.model.draining:
@@ -124,6 +103,14 @@ def worker_count(workers: int | str) -> int:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
+    "--grpc-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="MODELDEPLOY_GRPC_PORT",
+    help="Also serve Open Inference Protocol v2 over gRPC on --host:PORT (0: off); every worker serves it.",
+)
+@click.option(
     "--workers",
     type=Workers(),
     default="auto",
@@ -141,6 +128,7 @@ def serve(
     trust: Path | None,
     host: str,
     port: int,
+    grpc_port: int,
     workers: int | str,
     log_level: str,
 ) -> None:
@@ -158,6 +146,7 @@ def serve(
             use_multiprocess_dir(Path(metrics_dir))
         try:
             settings = load_settings(model_dir, config_file, public_key, trust)
+            settings = settings.model_copy(update={"grpc_host": host, "grpc_port": grpc_port})
             app = create_app(settings)
         except (SettingsError, ModelCardError) as err:
             raise click.ClickException(str(err)) from err

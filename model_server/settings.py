@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from modeldeploy.contract.pod import ServerConfig
 from modeldeploy.contract.validation import error_lines
@@ -24,6 +24,9 @@ class ServerSettings(ServerConfig):
     # neither: nothing loads
     public_key: Path | None = None
     trust: Path | None = None
+    # Open Inference Protocol v2 over gRPC on this address (port 0: off)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _one_trust(self) -> ServerSettings:

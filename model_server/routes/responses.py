@@ -79,6 +79,7 @@ def add_fast_route(
     tags: list[str],
     summary: str,
     body: dict[str, Any],
+    description: str | None = None,
     responses: dict[int | str, dict[str, Any]],
 ) -> None:
     """Mount `endpoint` for POST `path` as a Starlette route and document it for OpenAPI.
@@ -93,6 +94,7 @@ def add_fast_route(
     operation = {
         "tags": tags,
         "summary": summary,
+        **({"description": description} if description else {}),
         "operationId": endpoint.__name__,
         "parameters": parameters,
         "requestBody": {"required": True, "content": {"application/json": body}},

@@ -143,8 +143,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         wait: str = "started",
         trust: Path | None = None,
         workers: int = 1,
+        grpc: bool = False,
     ) -> ServerProcess:
-        server = ServerProcess(model_dir, config, tmp_path, trust, workers)
+        server = ServerProcess(model_dir, config, tmp_path, trust, workers, grpc)
         servers.append(server)
         server.wait_listening()
         if wait == "started":

@@ -58,7 +58,8 @@ class ServerProcess:
     """`modeldeploy serve MODEL_DIR` as a child process on 127.0.0.1 (no drain wait unless configured).
 
     It trusts the session's public key (`--public-key`), or the `trust` file (`--trust`), and
-    runs `workers` processes (one unless told; their metrics in `metrics_dir` when more).
+    runs `workers` processes (one unless told; their metrics in `metrics_dir` when more). With
+    `grpc` it also serves v2 gRPC on `grpc_address` (the port given as MODELDEPLOY_GRPC_PORT).
     """
 
     def __init__(
@@ -68,9 +69,12 @@ class ServerProcess:
         workdir: Path,
         trust: Path | None = None,
         workers: int = 1,
+        grpc: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.log_path = workdir / f"server-{self.port}.log"
         config_path = workdir / f"server-{self.port}.yaml"
         config_path.write_text(yaml.safe_dump({"drainSeconds": 0, **(config or {})}))
@@ -78,7 +82,7 @@ class ServerProcess:
         trusted = ["--trust", str(trust)] if trust else ["--public-key", str(PUBLIC_KEY[0])]
         args += ["--config", str(config_path), *trusted]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
-        env = dict(os.environ)
+        env = {**os.environ, "MODELDEPLOY_GRPC_PORT": str(self.grpc_port)}
         self.metrics_dir = workdir / f"metrics-{self.port}"
         if workers > 1:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
