@@ -6,6 +6,7 @@ bad values are refused by its schema; ``helm lint --strict`` passes. No cluster:
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.
 Key = tuple[str, str | None, str]
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but floats as YAML 1.2 reads them: kustomize writes ``1.0e-06`` as ``1e-06``,
+    which YAML 1.1 (PyYAML) would take for a string."""
+
+
+YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+.0123456789"))
+
+
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     return Helm(ensure_helm(), tmp_path_factory.mktemp("helm-home"))
@@ -39,7 +49,7 @@ def kustomized() -> dict[Key, dict[str, Any]]:
 
 def by_key(text: str) -> dict[Key, dict[str, Any]]:
     """The objects of a multi-document YAML stream by (kind, namespace, name); no two share one."""
-    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    objects = [doc for doc in yaml.load_all(text, Loader=Yaml12Loader) if doc]
     keyed = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects}
     assert len(keyed) == len(objects), "two objects with the same kind, namespace and name"
     return keyed
