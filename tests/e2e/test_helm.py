@@ -63,14 +63,16 @@ def without_kustomize_operator(devcluster: Cluster, operator: str, helm: Helm) -
     rendered = devcluster.kubectl_run("kustomize", str(MANIFESTS)).stdout
     kept = {"Namespace", "CustomResourceDefinition"}
     removed = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] not in kept]
-    devcluster.kubectl_run("delete", "--ignore-not-found", "--wait", "-f", "-", stdin=yaml.safe_dump_all(removed))
-    devcluster.kubectl_run("-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pod", f"--selector={OPERATOR_SELECTOR}",
-                           "--timeout=120s")
     try:
+        devcluster.kubectl_run("delete", "--ignore-not-found", "--wait", "-f", "-", stdin=yaml.safe_dump_all(removed))
+        devcluster.kubectl_run("-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pod",
+                               f"--selector={OPERATOR_SELECTOR}", "--timeout=120s")
         yield
     finally:
-        helm.run("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait")
-        install_operator(devcluster)
+        try:
+            helm.run("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait")
+        finally:
+            install_operator(devcluster)
 
 
 def release(helm: Helm) -> dict[str, Any]:
