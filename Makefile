@@ -38,12 +38,20 @@ node-packages:
 prometheus:
 	scripts/build-prometheus.sh >/dev/null
 
-test: install lint k8s-binaries minio node-packages prometheus images
+# helm v3 (the chart in charts/modeldeploy and its tests), built from the Go module proxy once per
+# machine into ~/.cache/modeldeploy/bin (scripts/build-helm.sh pins the version).
+.PHONY: helm
+helm:
+	scripts/build-helm.sh >/dev/null
+
+test: install lint k8s-binaries minio helm node-packages prometheus images
 	$(PY) -m pytest
 
 # The CRD's schema is generated from the contract's types (modeldeploy/contract); a test checks it.
+# The chart installs the same files from its crds/ (tests/charts checks they are identical).
 crds: install
 	$(PY) -m modeldeploy.contract.crd --write crds
+	cp crds/modeldeployment.yaml crds/modeltrustpolicy.yaml manifests/kopf-peering.yaml charts/modeldeploy/crds/
 
 # The Open Inference Protocol v2 gRPC code and its typed stubs, from KServe's grpc_predict_v2.proto.
 proto: install
