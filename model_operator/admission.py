@@ -173,6 +173,16 @@ def review(
         return result
     source = sources.redact(spec.parameters.source)
     try:
+        trust = Trust.from_bundle(decision.bundle) if decision.bundle else _spec_key_trust(spec, read_spec_key)
+    except ParametersError as err:
+        result.reason = err.reason
+        return _refuse(result, decision, f"{source}: {err}")
+    if trust is None:  # nothing to verify with yet: no fetch (the pods fetch and verify)
+        key = spec.parameters.public_key
+        result.warnings.append(f"Secret {key.secret_name if key else '?'} with the public key is not there yet; "
+                               "the pods will verify the signature")
+        return result
+    try:
         where, data = fetch(spec.parameters)
     except TransportError as err:
         result.reason = err.reason
@@ -186,12 +196,6 @@ def review(
         result.reason = err.reason
         return _refuse(result, decision, f"{source}: {err}")
     try:
-        trust = Trust.from_bundle(decision.bundle) if decision.bundle else _spec_key_trust(spec, read_spec_key)
-        if trust is None:
-            key = spec.parameters.public_key
-            result.warnings.append(f"Secret {key.secret_name if key else '?'} with the public key is not there yet; "
-                                   "the pods will verify the signature")
-            return result
         verified = signing.verify_signature(data, trust, where)
     except ParametersError as err:
         result.reason = err.reason

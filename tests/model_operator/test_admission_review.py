@@ -154,8 +154,18 @@ def test_an_unreachable_source_is_refused_when_enforced_and_a_warning_otherwise(
     assert enforced.refusal is not None and "(ModelTrustPolicy prod enforces)" in enforced.refusal
     assert enforced.reason == SOURCE_NOT_FOUND
     own_key = md(publicKey={"secretName": "iris-key"})
-    warned = review(own_key, None, None, decide(own_key, []), lambda: None, unreachable, NOW)
+    pem = keys["stranger"].public.read_text()
+    warned = review(own_key, None, None, decide(own_key, []), lambda: pem, unreachable, NOW)
     assert warned.refusal is None and "the pods will verify it" in warned.warnings[0]
+
+
+def test_nothing_is_fetched_while_the_spec_key_secret_is_not_there() -> None:
+    def fetch(parameters: Any) -> tuple[str, bytes]:
+        raise AssertionError("no trust to verify with: the signature must not be fetched")
+
+    own_key = md(publicKey={"secretName": "iris-key"})
+    warned = review(own_key, None, None, decide(own_key, []), lambda: None, fetch, NOW)
+    assert warned.refusal is None and "Secret iris-key with the public key is not there yet" in warned.warnings[0]
 
 
 def test_warn_mode_admits_what_it_would_refuse_with_a_warning(

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 from prometheus_support import Prometheus, dashboard_queries, rules_document, static_job
 
@@ -151,6 +153,9 @@ def operated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
 def _admit_reconcile_and_repair(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": NAMESPACE}})
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    core.create_namespaced_secret(NAMESPACE, {"metadata": {"name": "iris-key"}, "stringData": {"public.pem": key}})
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": "iris"},
         "spec": {"model": {"name": "iris", "version": "1.0.0"},
@@ -170,7 +175,8 @@ def test_prometheus_scrapes_the_operators_reconciles_admissions_and_drift_repair
     outcomes = {(s["metric"]["webhook"], s["metric"]["outcome"]) for s in operated.query(
         "modeldeploy_operator_admission_reviews_total")}
     assert {("pin-modeldeployment", "allowed"), ("validate-modeldeployment", "allowed")} <= outcomes
-    # the bucket does not exist: the spec's own key decides, so admission warns and the pods will verify
+    # the bucket does not exist: the spec's own key (its Secret is there) decides, so admission warns and the
+    # pods will verify
     reasons = {(s["metric"]["reason"], s["metric"]["outcome"]) for s in operated.query(
         "modeldeploy_operator_signature_verifications_total")}
     assert len(reasons) == 1 and next(iter(reasons))[1] == "warned", reasons
