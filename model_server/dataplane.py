@@ -49,6 +49,11 @@ class Prediction:
         self.applied = applied
 
 
+def policy_hits(results: list[Prediction]) -> list[dict[str, Any]]:
+    """Every policy that changed a prediction, with the index of its row (what both v2 protocols report)."""
+    return [{**hit, "index": index} for index, result in enumerate(results) for hit in result.applied]
+
+
 class DataPlane:
     """Serves one model: the only model in this server's directory."""
 

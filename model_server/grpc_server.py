@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from model_server._proto import grpc_predict_v2_pb2 as pb
 from model_server._proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from model_server.dataplane import DataPlane
+from model_server.dataplane import DataPlane, policy_hits
 from model_server.errors import (
     InvalidInput,
     ModelNotFound,
@@ -204,7 +204,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     output.contents.bytes_contents.extend(str(v).encode("utf-8") for v in values)
                 else:
                     getattr(output.contents, CONTENTS[datatype]).extend(np.asarray(values, NUMPY[datatype]).tolist())
-            applied = [{**hit, "index": i} for i, r in enumerate(results) for hit in r.applied]
+            applied = policy_hits(results)
             if applied:
                 response.parameters["policies"].string_param = orjson.dumps(applied).decode()
             return response

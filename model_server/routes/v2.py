@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from model_server.dataplane import DataPlane
+from model_server.dataplane import DataPlane, policy_hits
 from model_server.errors import InvalidInput, ModelNotReady
 from model_server.modelcard import FieldSpec, ModelCard
 from model_server.routes.responses import (
@@ -301,7 +301,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         body: dict[str, Any] = {"model_name": card.name, "model_version": card.version, "outputs": outputs}
         if request.id is not None:
             body["id"] = request.id
-        applied = [{**hit, "index": i} for i, r in enumerate(results) for hit in r.applied]
+        applied = policy_hits(results)
         if applied:
             body["parameters"] = {"policies": applied}
         if not chunks:

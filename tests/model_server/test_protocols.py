@@ -385,10 +385,7 @@ def test_grpc_requests_are_counted_in_the_request_metrics(iris: ServerProcess) -
 def test_kserve_clients_speak_to_the_server(iris: ServerProcess) -> None:
     from bench.bench_server import BASELINES, ensure_venv
 
-    try:
-        venv = ensure_venv("kserve", BASELINES["kserve"])
-    except (subprocess.CalledProcessError, OSError) as err:
-        pytest.skip(f"the KServe venv ({BASELINES['kserve']}) could not be built: {err}")
+    venv = ensure_venv("kserve", BASELINES["kserve"])  # KServe's pins conflict with ours: its own venv
     script = Path(__file__).with_name("kserve_client.py")
     result = subprocess.run(
         [str(venv / "bin" / "python"), str(script), iris.url, iris.grpc_address],
