@@ -518,14 +518,10 @@ def _canary_active(status: Mapping[str, Any] | None) -> bool:
 
 def due(body: Mapping[str, Any], last_reconciled: float | None, now: float) -> bool:
     """Whether a tick reconciles `body`: a canary in progress (its deadlines pass without any event)
-    or nothing reconciled it for RESYNC_SECONDS (a watch may have missed an edit; SSA no-ops are cheap).
-    One this process never reconciled is kopf's to handle (create or resume): a tick would only
-    duplicate the work queued there."""
+    or nothing reconciled it for RESYNC_SECONDS (a watch may have missed an edit; SSA no-ops are cheap)."""
     if body["metadata"].get("deletionTimestamp"):
         return False
-    if _canary_active(body.get("status")):
-        return True
-    return last_reconciled is not None and now - last_reconciled >= RESYNC_SECONDS
+    return _canary_active(body.get("status")) or last_reconciled is None or now - last_reconciled >= RESYNC_SECONDS
 
 
 def leads(peering: Mapping[str, Any] | None, priority: int, now: datetime.datetime) -> bool:
