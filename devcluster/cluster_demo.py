@@ -72,7 +72,9 @@ def wait(console: Console, what: str, check: Callable[[], T | None], progress: C
 
 
 def pod_summary(core: client.CoreV1Api) -> str:
-    """``iris-abc: Running 1/1, iris-def: Init:Error`` for the spinner."""
+    """``Ready=False RolloutProgressing; abc: Running 1/1, def: Init:Error`` for the spinner
+    (and for the message when the wait times out)."""
+    condition = md_condition(get_md(core.api_client, NAMESPACE, "iris"), "Ready")
     parts = []
     for pod in core.list_namespaced_pod(NAMESPACE).items:
         inits = [s for s in pod.status.init_container_statuses or [] if s.state.waiting or s.state.running]
@@ -84,7 +86,7 @@ def pod_summary(core: client.CoreV1Api) -> str:
         else:
             state = f"{pod.status.phase} {ready}/{len(pod.spec.containers)}"
         parts.append(f"{pod.metadata.name.rsplit('-', 1)[-1]}: {state}")
-    return ", ".join(parts) or "no pods yet"
+    return f"Ready={condition.get('status', '?')} {condition.get('reason', '')}; " + (", ".join(parts) or "no pods yet")
 
 
 def step(console: Console, title: str) -> None:

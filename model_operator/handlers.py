@@ -104,8 +104,13 @@ class State:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
     # (kind, namespace, name) -> fingerprint of what this process last wrote
     applied: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    # uid -> the (kind, namespace, name) of the children this process wrote, to forget them with it
+    children: collections.defaultdict[str, set[tuple[str, str, str]]] = field(
+        default_factory=lambda: collections.defaultdict(set))
     # uid -> when this process last reconciled it (time.monotonic), for the resync tick
     reconciled_at: dict[str, float] = field(default_factory=dict)
+    # uid -> the status as stored by this process's last write: newer than a body that lags behind it
+    statuses: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     # uid -> the rollout status this process last decided: newer than a body that lags behind the writes
     rollouts: dict[str, tuple[RolloutStatus | None, list[AnalysisResult]]] = field(
         default_factory=dict)
@@ -119,6 +124,13 @@ class State:
                 await held.enter_async_context(self.locks[uid])
                 await held.enter_async_context(self.slots)
             yield
+
+    def forget(self, uid: str) -> None:
+        """Drop what this process keeps about a deleted ModelDeployment."""
+        for key in self.children.pop(uid, set()):
+            self.applied.pop(key, None)
+        for kept in (self.locks, self.reconciled_at, self.statuses, self.rollouts):
+            kept.pop(uid, None)
 
 
 def _state(memo: kopf.Memo) -> State:
@@ -210,6 +222,7 @@ async def _apply_children(
         nonlocal changed
         stored = await state.kube.apply(child)
         key = (child["kind"], ref.namespace, child["metadata"]["name"])
+        state.children[body["metadata"]["uid"]].add(key)
         applied[(child["kind"], child["metadata"]["name"])] = stored
         before, written[key] = written.get(key), fingerprint(stored)
         state.metrics.child_applied(child["kind"], before, written[key])
@@ -243,11 +256,37 @@ async def reconcile(
     trigger: str,
     **options: Any,
 ) -> Outcome:
-    """`_reconcile(body, memo, logger, **options)`, timed and counted by `trigger` and result (`metrics`)."""
-    with _state(memo).metrics.reconciling(trigger) as result:
-        outcome = await _reconcile(body, memo, logger, **options)
+    """`_reconcile(body, memo, logger, **options)`, its status written and its events posted, timed
+    and counted by `trigger` and result (`metrics`).
+
+    It holds the ModelDeployment's turn until the status is written, so statuses are stored in the
+    order they were computed (a slower, older one never overwrites a newer one). A failure makes the
+    ModelDeployment due at the next tick: event handlers are not retried by kopf.
+    """
+    state = _state(memo)
+    uid = body["metadata"]["uid"]
+    with state.metrics.reconciling(trigger) as result:
+        async with state.turn(uid):
+            try:
+                outcome = await _reconcile(body, memo, logger, **options)
+                await _write_status(state, body, outcome)
+            except Exception:
+                state.reconciled_at.pop(uid, None)
+                raise
         result(metrics.reconcile_result(outcome.problem, outcome.changed))
     return outcome
+
+
+async def _write_status(state: State, body: kopf.Body, outcome: Outcome) -> None:
+    """Post the outcome's events; write its status unless both the body and this process's last
+    write already hold it (the body may lag behind that write; another peer may have written since)."""
+    uid, meta = body["metadata"]["uid"], body["metadata"]
+    last = state.statuses.get(uid)
+    _post_events(body, outcome, _known_status(state, body))
+    if status_changed(body.get("status"), outcome.status) or (last and status_changed(last, outcome.status)):
+        stored = await state.kube.patch_status(meta["name"], meta["namespace"], outcome.status.patch())
+        if stored is not None:
+            state.statuses[uid] = stored
 
 
 async def _reconcile(
@@ -259,7 +298,8 @@ async def _reconcile(
     deployment: Mapping[str, Any] | None = None,
     changed_child: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Render, adopt and apply every child of `body` (or only read them), then compute its status.
+    """Render, adopt and apply every child of `body` (or only read them), then compute its status
+    (the caller holds the ModelDeployment's turn).
 
     Args:
         body: the ModelDeployment.
@@ -276,67 +316,66 @@ async def _reconcile(
     meta = body["metadata"]
     ref = ObjectRef(meta["name"], meta["namespace"])
     generation = int(meta.get("generation", 0))
-    old_conditions = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
     state = _state(memo)
+    old_conditions = cond.parse_conditions(_known_status(state, body).get("conditions") or [])
     kube = state.kube
     changed = 0
-    async with state.turn(meta["uid"]):
-        started = state.reconciled_at[meta["uid"]] = time.monotonic()
-        old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
-        if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
-            apply = False
-        try:
-            spec = parse_spec(body["spec"])
-            decision = await trust_decision(state, spec, ref.namespace)
-            if decision.problem:
-                message = decision.problem
-                return Outcome(spec_error_status(generation, old_conditions, message, _now(),
-                                                 decision.reason or reasons.SPEC_INVALID), message)
-            canary_view = spec.rollout.strategy == "Canary" or bool(old_rollout and old_rollout.canary_revision
-                                                                    and old_rollout.active)
-            apply = apply or canary_view or spec.load_test is not None  # the rollout moves on at every event
-            desired = revision(spec, ref, state.server_image, decision.bundle)
-            jobs = await _analysis_jobs(kube, ref) if canary_view or spec.load_test else {}
-            plan: rollout.Plan | None = None
-            if canary_view:
-                seen = await kube.get("apps/v1", "Deployment", deployment_name(ref), ref.namespace)
-                canary = await kube.get("apps/v1", "Deployment", deployment_name(ref.canary()), ref.namespace)
-                stored = rollout.recorded_spec(seen)
-                stable = revision(with_revision_of(spec, stored), ref, state.server_image,
-                                  decision.bundle) if stored else None
-                pods = await kube.list_pods(ref.namespace, _selector(selector_labels(ref)))
-                canary_hash = rollout.template_hash(canary)
-                canary_fetch = fetch_result(pods, canary_hash) if canary_hash else None
-                observed = rollout.Observed(seen, canary, pods, jobs, canary_fetch)
-                plan = rollout.plan_rollout(spec, ref, stored, desired, stable, observed, old_rollout, old_tests,
-                                            _now())
-            children = render_all(plan.stable_spec if plan else spec, ref, state.server_image, decision.bundle)
-            if plan and plan.canary_replicas:
-                children += render_canary(spec, ref, state.server_image, decision.bundle, plan.canary_replicas)
-            kopf.adopt(children, owner=body)
-            applied: dict[tuple[str, str], Mapping[str, Any]] = {}
-            canary_seen = canary_view and observed.canary is not None  # only then is there a canary to delete
-            if not apply and deployment is None:
-                deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
-            if apply or deployment is None:
-                applied, changed = await _apply_children(state, body, children, ref, canary_seen)
-                deployment = applied[("Deployment", ref.name)]
-            if plan is None:
-                pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))
-                observed = rollout.Observed(deployment, None, pods, jobs)
-                plan = rollout.plan_rollout(spec, ref, None, desired, None, observed, old_rollout, old_tests, _now())
-            await _run_analyses(kube, body, plan, spec, ref, state.server_image)
-            state.rollouts[meta["uid"]] = (plan.rollout, plan.load_tests or [])
-        except SpecError as err:
-            logger.warning("Invalid spec: %s", err)
-            return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))
-        except ApiException as err:
-            if err.status in (409, 429) or (err.status or 500) >= 500:
-                raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
-            message = f"the API server rejected a child: {_api_message(err)}"
-            logger.warning("%s", message)
-            rejected = spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED)
-            return Outcome(rejected, message)
+    started = state.reconciled_at[meta["uid"]] = time.monotonic()
+    old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
+    if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
+        apply = False
+    try:
+        spec = parse_spec(body["spec"])
+        decision = await trust_decision(state, spec, ref.namespace)
+        if decision.problem:
+            message = decision.problem
+            return Outcome(spec_error_status(generation, old_conditions, message, _now(),
+                                             decision.reason or reasons.SPEC_INVALID), message)
+        canary_view = spec.rollout.strategy == "Canary" or bool(old_rollout and old_rollout.canary_revision
+                                                                and old_rollout.active)
+        apply = apply or canary_view or spec.load_test is not None  # the rollout moves on at every event
+        desired = revision(spec, ref, state.server_image, decision.bundle)
+        jobs = await _analysis_jobs(kube, ref) if canary_view or spec.load_test else {}
+        plan: rollout.Plan | None = None
+        if canary_view:
+            seen = await kube.get("apps/v1", "Deployment", deployment_name(ref), ref.namespace)
+            canary = await kube.get("apps/v1", "Deployment", deployment_name(ref.canary()), ref.namespace)
+            stored = rollout.recorded_spec(seen)
+            stable = revision(with_revision_of(spec, stored), ref, state.server_image,
+                              decision.bundle) if stored else None
+            pods = await kube.list_pods(ref.namespace, _selector(selector_labels(ref)))
+            canary_hash = rollout.template_hash(canary)
+            canary_fetch = fetch_result(pods, canary_hash) if canary_hash else None
+            observed = rollout.Observed(seen, canary, pods, jobs, canary_fetch)
+            plan = rollout.plan_rollout(spec, ref, stored, desired, stable, observed, old_rollout, old_tests,
+                                        _now())
+        children = render_all(plan.stable_spec if plan else spec, ref, state.server_image, decision.bundle)
+        if plan and plan.canary_replicas:
+            children += render_canary(spec, ref, state.server_image, decision.bundle, plan.canary_replicas)
+        kopf.adopt(children, owner=body)
+        applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+        canary_seen = canary_view and observed.canary is not None  # only then is there a canary to delete
+        if not apply and deployment is None:
+            deployment = await kube.get("apps/v1", "Deployment", ref.name, ref.namespace)
+        if apply or deployment is None:
+            applied, changed = await _apply_children(state, body, children, ref, canary_seen)
+            deployment = applied[("Deployment", ref.name)]
+        if plan is None:
+            pods = await kube.list_pods(ref.namespace, _selector(deployment["spec"]["selector"]["matchLabels"]))
+            observed = rollout.Observed(deployment, None, pods, jobs)
+            plan = rollout.plan_rollout(spec, ref, None, desired, None, observed, old_rollout, old_tests, _now())
+        await _run_analyses(kube, body, plan, spec, ref, state.server_image)
+        state.rollouts[meta["uid"]] = (plan.rollout, plan.load_tests or [])
+    except SpecError as err:
+        logger.warning("Invalid spec: %s", err)
+        return Outcome(spec_error_status(generation, old_conditions, str(err), _now()), str(err))
+    except ApiException as err:
+        if err.status in (409, 429) or (err.status or 500) >= 500:
+            raise kopf.TemporaryError(f"API server: {err.status} {err.reason}", delay=RETRY_SECONDS) from err
+        message = f"the API server rejected a child: {_api_message(err)}"
+        logger.warning("%s", message)
+        rejected = spec_error_status(generation, old_conditions, message, _now(), reasons.CHILD_REJECTED)
+        return Outcome(rejected, message)
     evidence = Evidence.parse(dict(meta.get("annotations") or {}))
     admitted_at = evidence.admitted_at if evidence else None
     reports = await readiness_reports(pods)
@@ -398,10 +437,15 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
-def _post_events(body: kopf.Body, outcome: Outcome) -> None:
+def _known_status(state: State, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ModelDeployment's status as this process last wrote it, else as `body` holds it."""
+    return state.statuses.get(body["metadata"]["uid"]) or body.get("status") or {}
+
+
+def _post_events(body: kopf.Body, outcome: Outcome, known: Mapping[str, Any]) -> None:
     for event in outcome.events:
         (kopf.warn if event.warning else kopf.info)(body, reason=event.reason, message=event.message)
-    old = cond.parse_conditions((body.get("status") or {}).get("conditions") or [])
+    old = cond.parse_conditions(known.get("conditions") or [])
     for condition in cond.transitions(old, outcome.status.conditions):
         if condition.type == ROLLOUT_HEALTHY:
             continue  # the rollout's own events say more
@@ -410,22 +454,22 @@ def _post_events(body: kopf.Body, outcome: Outcome) -> None:
         post(body, reason=condition.reason, message=f"{condition.type}={condition.status}: {condition.message}")
 
 
-def _write_status(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
-    _post_events(body, outcome)
-    if status_changed(body.get("status"), outcome.status):
-        patch.status.update(outcome.status.patch())
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Apply a new or changed spec (and every existing one when the operator starts)."""
     outcome = await reconcile(body, memo, logger, "spec")
-    _write_status(body, outcome, patch)
     if outcome.problem:
         raise kopf.PermanentError(outcome.problem)
     kopf.info(body, reason="Applied", message=f"generation {body.metadata.get('generation')} applied")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def model_deployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A ModelDeployment is gone: forget what this process kept about it (an event handler, so no finalizer)."""
+    if type == "DELETED":
+        _state(memo).forget(body.metadata.uid or "")
 
 
 Owners = kopf.Index[tuple[str | None, str | None], dict[str, Any]]
@@ -464,10 +508,6 @@ async def _refresh_owner(
     if drift and (body["kind"], body.metadata.name) in outcome.applied:
         kopf.info(owner, reason="DriftRepaired", message=f"{body['kind']} {body.metadata.name} was {drift}; put back")
         _state(memo).metrics.drift_repairs.labels(body["kind"], drift).inc()
-    _post_events(owner, outcome)
-    if status_changed(owner.get("status"), outcome.status):
-        meta = owner["metadata"]
-        await _state(memo).kube.patch_status(meta["name"], meta["namespace"], outcome.status.patch())
 
 
 def _child_handler(group: str, version: str, plural: str) -> None:
@@ -592,13 +632,8 @@ async def reconcile_selected(memo: kopf.Memo, logger: kopf.Logger, index: Owners
 
 
 async def _reconcile_seen(memo: kopf.Memo, logger: kopf.Logger, body: kopf.Body, trigger: str) -> None:
-    """Reconcile a ModelDeployment as the index last saw it and write its status and events."""
-    state = _state(memo)
+    """Reconcile a ModelDeployment as the index last saw it (its status and events written)."""
     try:
-        outcome = await reconcile(body, memo, logger, trigger)
+        await reconcile(body, memo, logger, trigger)
     except kopf.TemporaryError as err:
         logger.warning("reconcile of %s/%s postponed: %s", body.metadata.namespace, body.metadata.name, err)
-        return
-    _post_events(body, outcome)
-    if status_changed(body.get("status"), outcome.status):
-        await state.kube.patch_status(body.metadata.name or "", body.metadata.namespace or "", outcome.status.patch())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import os
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -40,6 +41,12 @@ def new_api_client() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def _plain(response: Any) -> Manifest:
+    """An API response's JSON as plain dicts: the dynamic client's ResourceInstance wrapping and its
+    `to_dict()` cost ten times the parse (3.6 ms against 0.4 ms for a Deployment)."""
+    return cast(Manifest, json.loads(response.data))
+
+
 class Kube:
     """A thin async facade over the API calls the operator makes (and RBAC grants)."""
 
@@ -67,9 +74,10 @@ class Kube:
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
 
         def apply() -> Manifest:
-            return dict(resource.server_side_apply(
+            return _plain(resource.server_side_apply(
                 body=manifest, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True,
-            ).to_dict())
+                serialize=False,
+            ))
 
         try:
             return apply()
@@ -89,12 +97,12 @@ class Kube:
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
         try:
-            found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+            found = self._resource(api_version, kind).get(name=name, namespace=namespace, serialize=False)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return dict(found.to_dict())
+        return _plain(found)
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
         """The object, or None if it does not exist."""
@@ -116,21 +124,17 @@ class Kube:
         """Delete the object if it exists and `owner_uid` owns it; True if it was deleted."""
         return await asyncio.to_thread(self._delete_owned, api_version, kind, name, namespace, owner_uid)
 
-    def _list_pods(self, namespace: str, selector: str) -> list[Manifest]:
-        pods = self._core.list_namespaced_pod(namespace, label_selector=selector)
-        return [self._api_client.sanitize_for_serialization(pod) for pod in pods.items]  # type: ignore[no-untyped-call]
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Manifest]:
+        listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector, serialize=False)
+        return list(_plain(listed)["items"])
 
     async def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
         """Pods in `namespace` matching the label `selector`, as plain dicts."""
-        return await asyncio.to_thread(self._list_pods, namespace, selector)
-
-    def _list_jobs(self, namespace: str, selector: str) -> list[Manifest]:
-        jobs = client.BatchV1Api(self._api_client).list_namespaced_job(namespace, label_selector=selector)
-        return [self._api_client.sanitize_for_serialization(job) for job in jobs.items]  # type: ignore[no-untyped-call]
+        return await asyncio.to_thread(self._list, "v1", "Pod", namespace, selector)
 
     async def list_jobs(self, namespace: str, selector: str) -> list[Manifest]:
         """Jobs in `namespace` matching the label `selector`, as plain dicts."""
-        return await asyncio.to_thread(self._list_jobs, namespace, selector)
+        return await asyncio.to_thread(self._list, "batch/v1", "Job", namespace, selector)
 
     def _create(self, manifest: Manifest) -> bool:
         meta = manifest["metadata"]
@@ -183,15 +187,21 @@ class Kube:
         """Create kopf's ClusterKopfPeering object `name` unless it exists (replicas meet there)."""
         await asyncio.to_thread(self._ensure_peering, name)
 
-    def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
-        self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-            _content_type="application/merge-patch+json",
-        )
+    def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> Manifest | None:
+        try:
+            stored = self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return cast(Manifest, stored).get("status") or {}
 
-    async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
-        """Merge-patch the ModelDeployment's status subresource."""
-        await asyncio.to_thread(self._patch_status, name, namespace, status)
+    async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> Manifest | None:
+        """Merge-patch the ModelDeployment's status subresource; the status as stored, None if it is gone."""
+        return await asyncio.to_thread(self._patch_status, name, namespace, status)
 
     def _read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -1,11 +1,11 @@
-"""The operator's own tick (no kopf timers, so no finalizers): what is due, and who may act."""
+"""The operator's own tick (no kopf timers, so no finalizers): what is due, who may act, what is forgotten."""
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, cast
 
-from model_operator.handlers import RESYNC_SECONDS, due, leads
+from model_operator.handlers import RESYNC_SECONDS, State, due, leads
 
 NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
 
@@ -51,3 +51,19 @@ def test_equal_priorities_all_pause_and_dead_peers_do_not_count() -> None:
 def test_a_peering_without_peers_yet_lets_us_act() -> None:
     assert leads(None, 5, NOW)
     assert leads({"status": {}}, 5, NOW)
+
+
+def test_a_deleted_model_deployment_is_forgotten_and_no_other() -> None:
+    state = State(kube=cast(Any, None), server_image=None, namespace="modeldeploy-system")
+    for uid, name in (("gone", "a"), ("kept", "b")):
+        key = ("Deployment", "ml", name)
+        state.children[uid].add(key)
+        state.applied[key] = (uid, "1")
+        state.reconciled_at[uid] = 1.0
+        state.statuses[uid] = {"observedGeneration": 1}
+        state.rollouts[uid] = (None, [])
+        state.locks[uid]
+    state.forget("gone")
+    assert set(state.applied) == {("Deployment", "ml", "b")}
+    for kept in (state.children, state.reconciled_at, state.statuses, state.rollouts, state.locks):
+        assert set(kept) == {"kept"}

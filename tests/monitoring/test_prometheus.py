@@ -36,6 +36,8 @@ GUARDRAIL = {"name": "no-giant-sepals", "when": "input.sepal_length > 7.0", "act
              "message": "sepal_length over 7 cm is outside the training range"}
 VARIABLES = {"namespace": NAMESPACE, "model": "iris", "__rate_interval": "20s", "datasource": "prometheus"}
 
+PREDICTIONS = 'sum(modeldeploy_requests_total{endpoint="/api/models/{name}/prediction"})'
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
@@ -75,9 +77,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
         prometheus = Prometheus(work / "prometheus", [
             static_job("model", f"127.0.0.1:{server.port}", namespace=NAMESPACE, pod="iris-0")])
         prometheus.wait_for('up{job="model"} == 1')
-        codes = load(server.url)
-        prometheus.wait_for('sum(modeldeploy_requests_total{endpoint="/api/models/{name}/prediction"}) >= '
-                            f"{sum(codes.values())}")
+        # One of each answer first, scraped before the load: a counter's series is born with its first
+        # request, and a series first scraped after the whole load would show no rate() at all.
+        first = load(server.url, valid=1, invalid=1, rejected=1)
+        prometheus.wait_for(f"{PREDICTIONS} >= 3")
+        codes = {status: first.get(status, 0) + count for status, count in load(server.url).items()}
+        prometheus.wait_for(f"{PREDICTIONS} >= {sum(codes.values())}")
         time.sleep(2)  # two more scrapes: every rate() window holds the load's last samples twice
         yield server, prometheus, codes
     finally:
@@ -90,12 +95,12 @@ def test_prometheus_scrapes_the_model_servers_requests_policies_and_integrity(
     served: tuple[ServerProcess, Prometheus, dict[int, int]],
 ) -> None:
     _, prometheus, codes = served
-    assert codes == {200: 200, 400: 20, 422: 20}  # answered, malformed, refused by the guardrail
+    assert codes == {200: 201, 400: 21, 422: 21}  # answered, malformed, refused by the guardrail
     by_status = {s["metric"]["status"]: float(s["value"][1]) for s in prometheus.query(
         'sum by (status) (modeldeploy_requests_total{endpoint="/api/models/{name}/prediction"})')}
     assert by_status == {str(code): float(count) for code, count in codes.items()}
     hits = prometheus.query('modeldeploy_policy_hits_total{policy="no-giant-sepals", action="reject"}')
-    assert [float(s["value"][1]) for s in hits] == [20.0] and hits[0]["metric"]["source"] == "spec"
+    assert [float(s["value"][1]) for s in hits] == [float(codes[422])] and hits[0]["metric"]["source"] == "spec"
     assert prometheus.query('modeldeploy_parameters_verified{model="iris"}')[0]["value"][1] == "1"
     assert float(prometheus.query('modeldeploy_integrity_checks_total{result="ok"}')[0]["value"][1]) >= 1
     assert prometheus.query('modeldeploy_model_ready{namespace="obs", pod="iris-0"}')[0]["value"][1] == "1"
