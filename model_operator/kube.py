@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from model_operator import webhook_tls
 from model_operator.render import Manifest
-from modeldeploy.contract.api import GROUP, PLURAL, VERSION
-from modeldeploy.contract.trust import TRUST_PLURAL
+from modeldeploy.contract.api import GROUP, KIND, VERSION
+from modeldeploy.contract.trust import TRUST_KIND, TRUST_PLURAL
 
 FIELD_MANAGER = "modeldeploy-operator"
 
@@ -55,6 +56,7 @@ class Kube:
         self._dynamic = dynamic
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._resources: dict[tuple[str, str], Any] = {}
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -67,7 +69,11 @@ class Kube:
         self._api_client.close()  # type: ignore[no-untyped-call]
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        """The discovered API resource (looked up once: discovery's own lookup costs more than a call)."""
+        key = (api_version, kind)
+        if key not in self._resources:
+            self._resources[key] = self._dynamic.resources.get(api_version=api_version, kind=kind)
+        return self._resources[key]
 
     def _apply(self, manifest: Manifest) -> Manifest:
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
@@ -95,7 +101,7 @@ class Kube:
         """Server-side apply `manifest` (forcing conflicts); returns the object as stored."""
         return await asyncio.to_thread(self._apply, manifest)
 
-    def _get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
+    def _get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Manifest | None:
         try:
             found = self._resource(api_version, kind).get(name=name, namespace=namespace, serialize=False)
         except ApiException as err:
@@ -172,12 +178,7 @@ class Kube:
                 raise
 
     def _read_peering(self, name: str) -> Manifest | None:
-        try:
-            return cast(Manifest, self._custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return self._get("kopf.dev/v1", "ClusterKopfPeering", name, None)
 
     async def read_peering(self, name: str) -> Manifest | None:
         """kopf's ClusterKopfPeering `name` (its status lists the live peers and their priorities)."""
@@ -188,16 +189,15 @@ class Kube:
         await asyncio.to_thread(self._ensure_peering, name)
 
     def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> Manifest | None:
+        path = self._resource(f"{GROUP}/{VERSION}", KIND).path(name=name, namespace=namespace)
         try:
-            stored = self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-                _content_type="application/merge-patch+json",
-            )
+            stored = _plain(self._dynamic.request("patch", f"{path}/status", body={"status": status},
+                                                  content_type="application/merge-patch+json", serialize=False))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return cast(Manifest, stored).get("status") or {}
+        return stored.get("status") or {}
 
     async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> Manifest | None:
         """Merge-patch the ModelDeployment's status subresource; the status as stored, None if it is gone."""
@@ -205,22 +205,23 @@ class Kube:
 
     def _read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            if kind == "Secret":
-                found = self._core.read_namespaced_secret(name, namespace)
-                return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (found.data or {}).items()}
-            return dict(self._core.read_namespaced_config_map(name, namespace).data or {})
+            found = self._get("v1", kind, name, namespace)
         except ApiException as err:
-            if err.status in (403, 404):
+            if err.status == 403:
                 return None
             raise
+        data: dict[str, str] = (found or {}).get("data") or {}
+        if found is None or kind != "Secret":
+            return None if found is None else dict(data)
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
 
     async def read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         """The text data of a Secret (decoded) or ConfigMap, or None if it is missing or not readable."""
         return await asyncio.to_thread(self._read_data, kind, namespace, name)
 
     def _namespace_labels(self, name: str) -> dict[str, str]:
-        meta = self._core.read_namespace(name).metadata
-        return dict((meta.labels if meta else None) or {})
+        found = self._get("v1", "Namespace", name, None)
+        return dict(((found or {}).get("metadata") or {}).get("labels") or {})
 
     async def namespace_labels(self, name: str) -> dict[str, str]:
         """The labels of a namespace (what ModelTrustPolicy namespaceSelectors match)."""
@@ -228,11 +229,9 @@ class Kube:
 
     def _list_trust_policies(self) -> list[tuple[str, dict[str, Any]]]:
         try:
-            found = cast(dict[str, Any], self._custom.list_cluster_custom_object(GROUP, VERSION, TRUST_PLURAL))
-        except ApiException as err:
-            if err.status == 404:  # the ModelTrustPolicy CRD is not installed
-                return []
-            raise
+            found = _plain(self._resource(f"{GROUP}/{VERSION}", TRUST_KIND).get(serialize=False))
+        except (ResourceNotFoundError, NotFoundError):  # the ModelTrustPolicy CRD is not installed
+            return []
         return [(item["metadata"]["name"], dict(item.get("spec") or {})) for item in found.get("items", [])]
 
     async def list_trust_policies(self) -> list[tuple[str, dict[str, Any]]]:
