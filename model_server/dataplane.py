@@ -71,7 +71,7 @@ class DataPlane:
         self.max_batch_size = max_batch_size
         self.policy_timeout = policy_timeout
         self.recheck_seconds = recheck_seconds  # 0: never
-        # cel-python's programs share state: every evaluation runs in this one thread
+        # a batch's policies run here, so a costly policy never stalls the event loop (the probes)
         self.policy_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policies")
         self.input_row = input_model(model.card)
         self.output_row = output_model(model.card)
@@ -219,6 +219,8 @@ class DataPlane:
         if not len(model.policies):
             return [Prediction(output, []) for output in outputs]
         deadline = time.monotonic() + self.policy_timeout
+        if len(rows) == 1:  # one row's evaluations take microseconds: less than a thread hop
+            return self._apply_policies(model, rows, outputs, deadline)
         work = asyncio.get_running_loop().run_in_executor(
             self.policy_executor, self._apply_policies, model, rows, outputs, deadline
         )
@@ -233,7 +235,7 @@ class DataPlane:
     def _apply_policies(
         self, model: ServedModel, rows: list[Row], outputs: list[Row], deadline: float
     ) -> list[Prediction]:
-        """In the policy thread: every policy over every prediction, before `deadline`."""
+        """Every policy over every prediction, before `deadline`."""
         name = model.name
         results = []
         for index, (row, output) in enumerate(zip(rows, outputs, strict=True)):

@@ -43,6 +43,3 @@ def configure(level: int = logging.INFO) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    # cel-python logs each transpiled program and every evaluation error; the policy engine
-    # reports failures itself (PredictionFailed), so keep only its critical messages.
-    logging.getLogger("celpy").setLevel(logging.CRITICAL)

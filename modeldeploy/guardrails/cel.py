@@ -1,69 +1,80 @@
-"""cel-python glue: one transpiling environment, CEL values as Python, readable evaluation errors."""
+"""CEL glue over Google's C++ runtime (`cel-expr-python`): the policy environment, readable errors.
+
+One environment declares `input` and `prediction` (maps of a row's fields) with the strings and
+math extensions. Compiled expressions are immutable and safe to evaluate from any thread. An
+evaluation is bounded by the runtime's iteration budget (comprehensions cannot run away); one
+that fails, or exceeds the budget, raises `CelEvaluationError`.
+"""
 
 from __future__ import annotations
 
-import threading
+import functools
+import re
 from typing import Any
 
-import celpy
-from celpy import celtypes
-from celpy.celparser import CELParseError, CELParser
-from celpy.evaluation import CELEvalError, TranspilerTree
-from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+from cel_expr_python import cel
+from cel_expr_python.ext.ext_math import ExtMath
+from cel_expr_python.ext.ext_strings import ExtStrings
 
-# cel-python's parser and transpiler keep module state: one compilation at a time (the
-# operator compiles from several admission threads).
-COMPILING = threading.Lock()
+VARIABLES = ("input", "prediction")
+_ROW = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+_ERROR_LINE = re.compile(r"ERROR: <input>:(?P<line>\d+):(?P<column>\d+): (?P<message>[^\n]*)")
+_STATUS = re.compile(r"^[A-Z_]+: ")
 
 
-def environment() -> celpy.Environment:
-    """A CEL environment for the transpiler, whatever used cel-python first in this process.
+class CelEvaluationError(Exception):
+    """An expression failed on its input (a missing key, no matching overload, overflow, ...)."""
 
-    cel-python keeps one parser per process, built with the tree class of the first
-    environment created; the transpiler needs its own tree class (a subclass, which the
-    interpreter accepts too), so a parser built for the interpreter is rebuilt.
+
+@functools.cache
+def environment() -> cel.Env:
+    """The one policy environment (built once per process)."""
+    return cel.NewEnv(variables={name: _ROW for name in VARIABLES},
+                      extensions=[ExtStrings(), ExtMath()])
+
+
+def compile_expression(source: str) -> cel.Expression:
+    """`source` parsed and type-checked against the environment.
+
+    Raises:
+        ValueError: it is not valid CEL here; the message is `compile_problem`'s.
     """
-    parser = CELParser.CEL_PARSER
-    if parser is not None and parser.options.tree_class is not TranspilerTree:
-        CELParser.CEL_PARSER = None
-    return celpy.Environment(runner_class=celpy.CompiledRunner)
+    try:
+        return environment().compile(source)
+    except RuntimeError as err:
+        raise ValueError(compile_problem(str(err))) from err
 
 
-def to_python(value: Any) -> Any:
-    """A CEL value as plain JSON-serialisable Python."""
-    if isinstance(value, celtypes.BoolType):
-        return bool(value)
-    if isinstance(value, celtypes.IntType | celtypes.UintType):
-        return int(value)
-    if isinstance(value, celtypes.DoubleType):
-        return float(value)
-    if isinstance(value, celtypes.StringType):
-        return str(value)
-    if isinstance(value, celtypes.MapType):
-        return {to_python(k): to_python(v) for k, v in value.items()}
-    if isinstance(value, celtypes.ListType):
-        return [to_python(v) for v in value]
-    return value
+def is_bool_or_dynamic(expression: cel.Expression) -> bool:
+    """Whether the checker allows a bool result (a dynamic one is only known when evaluated)."""
+    return expression.return_type() in (cel.Type.BOOL, cel.Type.DYN)
 
 
-def describe(err: CELEvalError) -> str:
-    """The innermost message of a CEL evaluation error (the transpiler wraps the real one)."""
-    args = err.args
-    while len(args) >= 3 and args[0] == "evaluation error" and isinstance(args[2], tuple) and args[2]:
-        args = args[2]
-    return str(args[0]) if args else type(err).__name__
+def evaluate(expression: cel.Expression, activation: dict[str, Any]) -> Any:
+    """The expression's value on `activation`, as plain Python.
+
+    Raises:
+        CelEvaluationError: the evaluation failed (the message without its status code).
+    """
+    try:
+        value = expression.eval(data=activation)
+    except RuntimeError as err:  # the runtime's own limits (e.g. the iteration budget) raise
+        raise CelEvaluationError(_STATUS.sub("", str(err)).removesuffix(" [INTERNAL]")) from err
+    if value.type() == cel.Type.ERROR:
+        raise CelEvaluationError(_STATUS.sub("", str(value)))
+    return value.plain_value()
 
 
-def compile_problem(err: Exception) -> str:
-    """What is wrong with a CEL source, on one line (cel-python's own message is the source and a caret)."""
-    if not isinstance(err, CELParseError):
-        return f"it does not compile ({type(err).__name__}: {err})"
-    cause = err.__context__
-    if isinstance(cause, UnexpectedToken):
-        what = "end of expression" if cause.token.type == "$END" else repr(str(cause.token))
-        problem = f"unexpected {what}"
-    elif isinstance(cause, UnexpectedCharacters):
-        problem = f"unexpected character {cause.char!r}"
-    else:
-        problem = "syntax error"
-    return f"{problem} at line {err.line}, column {err.column}"
+def compile_problem(message: str) -> str:
+    """What is wrong with a CEL source, on one line: the first problem and where it is."""
+    found = _ERROR_LINE.search(message)
+    if found is None:
+        return f"it does not compile ({_STATUS.sub('', message.strip())})"
+    problem = found["message"].removeprefix("Syntax error: ")
+    if problem.startswith("mismatched input '<EOF>'"):
+        problem = "unexpected end of expression"
+    elif problem.startswith(("mismatched input", "extraneous input")):
+        problem = "unexpected " + problem.split(" ")[2]
+    elif problem.startswith("token recognition error at: "):
+        problem = "unexpected characters " + problem.removeprefix("token recognition error at: ")
+    return f"{problem} at line {found['line']}, column {found['column']}"

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("modeldeploy", "model_operator", "model_server")
 # What a ModelDeployment's Pods run (`serve`, `fetch`) and what the operator's does; both compile policies.
 SERVING_LIBRARIES = {"fastapi", "starlette", "uvicorn", "numpy", "onnxruntime", "scikit-learn", "scipy", "joblib"}
-GUARDRAILS_LIBRARIES = {"cel-python", "lark"}
+GUARDRAILS_LIBRARIES = {"cel-expr-python"}
 KUBERNETES_LIBRARIES = {"kopf", "kubernetes"}
 # The harness's modules (devcluster/) and the suite's: in neither the wheel nor an image.
 HARNESS_FILES = {"demo.py", "story.py", "cluster_demo.py", "localrun.py", "pytest_plugin.py", "conftest.py"}

@@ -77,7 +77,7 @@ def test_self_references_expand_to_each_requirement_once_after_the_base() -> Non
 
 def test_server_set_includes_fetch() -> None:
     assert set(dependency_set("fetch")) <= set(dependency_set("server"))
-    assert {"model-signing", "fastapi", "scikit-learn", "onnxruntime", "cel-python"} <= names(dependency_set("server"))
+    assert {"model-signing", "fastapi", "scikit-learn", "onnxruntime", "cel-expr-python"} <= names(dependency_set("server"))
 
 
 @pytest.mark.parametrize("extra", ["server", "operator"])

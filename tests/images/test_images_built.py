@@ -215,7 +215,7 @@ def test_server_image_runs_modeldeploy_help_read_only_as_65532(loaded: str) -> N
 
 
 def test_server_image_imports_what_serving_needs(loaded: str) -> None:
-    code = "import model_server.app, sklearn.ensemble, onnxruntime, model_signing, celpy, boto3; print('ok')"
+    code = "import model_server.app, sklearn.ensemble, onnxruntime, model_signing, cel_expr_python.cel, boto3; print('ok')"
     proc = _run(loaded, images.SERVER_IMAGE, "python", "-c", code)
     assert proc.stdout.strip() == "ok", proc.stderr
 
