@@ -1,7 +1,7 @@
 """The protocol-neutral operations both REST APIs share: readiness, decode, predict, policies.
 
 Owns input validation against the model card, batching predictions through a worker
-thread, applying policies in a thread of their own within a per-request time budget (so
+thread, applying policies within a per-request time budget (a batch's in a thread of their own, so
 an expensive policy never stalls the event loop and the probes), counting policy hits,
 and the integrity timer: every `recheck_seconds` the served files are hashed again in a
 worker thread, until a recheck fails. No HTTP: routes adapt requests to these calls and
