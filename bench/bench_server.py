@@ -2,6 +2,7 @@
 
 Usage: python -m bench.bench_server [--quick] [--concurrency 1,8,64] [--servers ...] [--protocols ...]
                                     [--tools loadtest,wrk,ghz] [--duration 4] [--rounds 2] [--json PATH]
+                                    [--grpc-connections 1]
 
 The same signed iris parameters are served, one server at a time on 127.0.0.1, by
 `modeldeploy serve` (also a second signed tree with three CEL policies in its policies.yaml),
@@ -13,7 +14,8 @@ JSON, v2 REST with the binary data extension, and v2 gRPC. Every target is probe
 first start; what does not answer is reported "not available", never measured.
 
 Loads, closed loop, single-row requests, bounded duration: `modeldeploy loadtest` and wrk
-(one thread, bench/wrk_post.lua) for REST, ghz (one CPU, one connection) for gRPC. The machine
+(one thread, bench/wrk_post.lua) for REST, ghz (one CPU; `--grpc-connections` HTTP/2 connections, the
+same for every server, at most one per concurrent call) for gRPC. The machine
 has 2 cores, shared by the server, the load generator and whatever else runs: servers are
 measured in interleaved rounds (the order alternates), each target's best round is reported,
 and only the ratios of one run compare.
@@ -261,6 +263,7 @@ class Tools:
     ghz: Path | None
     proto: list[str]
     notes: list[str]
+    grpc_connections: int = 1  # ghz --connections (capped by the concurrency: ghz needs c >= connections)
 
 
 def run_tool(tool: str, target: Target, tools: Tools, concurrency: int, duration: float, work: Path) -> Measurement:
@@ -299,7 +302,8 @@ def run_tool(tool: str, target: Target, tools: Tools, concurrency: int, duration
     out = work / "ghz.json"
     subprocess.run(
         [str(tools.ghz), "--insecure", *tools.proto, "--call", GRPC_CALL, "-d", json.dumps(target.grpc_request),
-         "-c", str(concurrency), "-z", f"{duration:g}s", "--duration-stop", "wait", "--cpus", "1", "--format", "json",
+         "-c", str(concurrency), "--connections", str(min(concurrency, tools.grpc_connections)),
+         "-z", f"{duration:g}s", "--duration-stop", "wait", "--cpus", "1", "--format", "json",
          "-o", str(out), target.url],
         capture_output=True, text=True, check=True, timeout=limit,
     )
@@ -369,6 +373,8 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured run (wrk: whole) [3]")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load per target and start")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each target's best is reported")
+    parser.add_argument("--grpc-connections", type=int, default=1,
+                        help="HTTP/2 connections ghz spreads its calls over, for every server (a client pool) [1]")
     parser.add_argument("--workers", help="modeldeploy serve --workers N|auto (when our server has it)")
     parser.add_argument("--quick", action="store_true", help="one round of 2 s runs at c=8,64 (about 4 minutes)")
     parser.add_argument("--json", type=Path, help="also write the runs, best rounds and goals here")
@@ -379,6 +385,8 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         args.concurrency = [8, 64] if args.quick else [1, 8, 64]
     if any(c < 1 for c in args.concurrency):
         parser.error("--concurrency: each must be at least 1")
+    if args.grpc_connections < 1:
+        parser.error("--grpc-connections: give at least 1")
     return args
 
 
@@ -410,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             capture_output=True, text=True, check=True, cwd=REPO,
         ).stdout
         tools = find_tools(workdir, args.tools)
+        tools.grpc_connections = args.grpc_connections
         for note in tools.notes:
             print(f"note: {note}", flush=True)
         plan = [s for s in build_servers(workdir, model_dir, policies_dir, keys.public, args, serve_help)
@@ -447,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         print(f"\niris, single-row requests, closed loop, {args.duration:g}s runs, best of {args.rounds} "
               f"interleaved round(s), {os.cpu_count()} cores shared by server and load generator; {elapsed:.0f}s")
+        if GRPC in args.protocols:
+            print(f"gRPC: ghz over {args.grpc_connections} HTTP/2 connection(s) (at most c) to every server")
         print(serving.format_tables(best, unavailable))
         print()
         print(serving.format_goals(goals))

@@ -144,9 +144,12 @@ def test_quick_mode_and_subsets() -> None:
     assert (args.rounds, args.duration, args.concurrency) == (1, 2.0, [8, 64])
     assert args.servers == [OURS, KSERVE] and args.protocols == [GRPC]
     assert arguments([]).concurrency == [1, 8, 64]
+    assert (arguments([]).grpc_connections, arguments(["--grpc-connections", "2"]).grpc_connections) == (1, 2)
 
 
-@pytest.mark.parametrize("argv", [["--servers", "triton"], ["--concurrency", "0"], ["--tools", "ab"]])
+@pytest.mark.parametrize(
+    "argv", [["--servers", "triton"], ["--concurrency", "0"], ["--tools", "ab"], ["--grpc-connections", "0"]]
+)
 def test_bad_subsets_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         arguments(argv)
