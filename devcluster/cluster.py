@@ -55,15 +55,23 @@ class HostNetworkBusy(RuntimeError):
     """Another cluster on this machine holds the node network; the message names it and how to free it."""
 
 
-class KubectlError(subprocess.CalledProcessError):
-    """``kubectl`` exited non-zero; the message names the arguments and carries kubectl's stderr."""
+class ToolError(subprocess.CalledProcessError):
+    """A harness tool (`tool`) exited non-zero; the message names its arguments and carries its stderr."""
 
-    def __init__(self, kubectl_args: tuple[str, ...], result: subprocess.CompletedProcess[str]) -> None:
+    tool = "tool"
+
+    def __init__(self, tool_args: tuple[str, ...], result: subprocess.CompletedProcess[str]) -> None:
         super().__init__(result.returncode, result.args, result.stdout, result.stderr)
-        self.kubectl_args = kubectl_args
+        self.tool_args = tool_args
 
     def __str__(self) -> str:
-        return f"kubectl {' '.join(self.kubectl_args)} failed (exit {self.returncode}):\n{self.stderr}"
+        return f"{self.tool} {' '.join(self.tool_args)} failed (exit {self.returncode}):\n{self.stderr}"
+
+
+class KubectlError(ToolError):
+    """``kubectl`` exited non-zero."""
+
+    tool = "kubectl"
 
 
 @dataclass(frozen=True)

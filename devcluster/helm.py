@@ -12,21 +12,18 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from devcluster.cluster import ToolError
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "modeldeploy"
 BUILD_SCRIPT = ROOT / "scripts" / "build-helm.sh"
 RELEASE = "modeldeploy"
 
 
-class HelmError(subprocess.CalledProcessError):
-    """``helm`` exited non-zero; the message names the arguments and carries helm's stderr."""
+class HelmError(ToolError):
+    """``helm`` exited non-zero."""
 
-    def __init__(self, helm_args: tuple[str, ...], result: subprocess.CompletedProcess[str]) -> None:
-        super().__init__(result.returncode, result.args, result.stdout, result.stderr)
-        self.helm_args = helm_args
-
-    def __str__(self) -> str:
-        return f"helm {' '.join(self.helm_args)} failed (exit {self.returncode}):\n{self.stderr}"
+    tool = "helm"
 
 
 def ensure_helm() -> Path:

@@ -102,11 +102,9 @@ class State:
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
-    # (kind, namespace, name) -> fingerprint of what this process last wrote
-    applied: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
-    # uid -> the (kind, namespace, name) of the children this process wrote, to forget them with it
-    children: collections.defaultdict[str, set[tuple[str, str, str]]] = field(
-        default_factory=lambda: collections.defaultdict(set))
+    # owner uid -> (kind, name) -> fingerprint of the child as this process last wrote it
+    applied: collections.defaultdict[str, dict[tuple[str, str], tuple[str, str]]] = field(
+        default_factory=lambda: collections.defaultdict(dict))
     # uid -> when this process last reconciled it (time.monotonic), for the resync tick
     reconciled_at: dict[str, float] = field(default_factory=dict)
     # uid -> the status as stored by this process's last write: newer than a body that lags behind it
@@ -125,11 +123,15 @@ class State:
                 await held.enter_async_context(self.slots)
             yield
 
+    def written(self, child: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The fingerprint of `child` as this process last wrote it (found through its controller)."""
+        meta = child["metadata"]
+        owner = next((ref["uid"] for ref in meta.get("ownerReferences") or [] if ref.get("controller")), "")
+        return self.applied[owner].get((child["kind"], meta["name"])) if owner in self.applied else None
+
     def forget(self, uid: str) -> None:
         """Drop what this process keeps about a deleted ModelDeployment."""
-        for key in self.children.pop(uid, set()):
-            self.applied.pop(key, None)
-        for kept in (self.locks, self.reconciled_at, self.statuses, self.rollouts):
+        for kept in (self.applied, self.locks, self.reconciled_at, self.statuses, self.rollouts):
             kept.pop(uid, None)
 
 
@@ -216,21 +218,20 @@ async def _apply_children(
         The children as stored, and how many of them this apply created, changed or deleted.
     """
     applied: dict[tuple[str, str], Mapping[str, Any]] = {}
-    written, changed = state.applied, 0
+    written, changed = state.applied[body["metadata"]["uid"]], 0
 
     async def apply(child: dict[str, Any]) -> None:
         nonlocal changed
         stored = await state.kube.apply(child)
-        key = (child["kind"], ref.namespace, child["metadata"]["name"])
-        state.children[body["metadata"]["uid"]].add(key)
-        applied[(child["kind"], child["metadata"]["name"])] = stored
+        key = (child["kind"], child["metadata"]["name"])
+        applied[key] = stored
         before, written[key] = written.get(key), fingerprint(stored)
         state.metrics.child_applied(child["kind"], before, written[key])
         changed += before != written[key]
 
     async def delete(api_version: str, kind: str, name: str) -> None:
         nonlocal changed
-        written.pop((kind, ref.namespace, name), None)
+        written.pop((kind, name), None)
         if await state.kube.delete_owned(api_version, kind, name, ref.namespace, body["metadata"]["uid"]):
             kopf.info(body, reason="Deleted", message=f"{kind} {name} is no longer wanted by the spec")
             changed += 1
@@ -322,7 +323,7 @@ async def _reconcile(
     changed = 0
     started = state.reconciled_at[meta["uid"]] = time.monotonic()
     old_rollout, old_tests = state.rollouts.get(meta["uid"]) or rollout.parse_rollout(body.get("status"))
-    if changed_child is not None and state.applied.get(_child_key(changed_child)) == fingerprint(changed_child):
+    if changed_child is not None and state.written(changed_child) == fingerprint(changed_child):
         apply = False
     try:
         spec = parse_spec(body["spec"])
@@ -426,10 +427,6 @@ async def readiness_reports(pods: list[dict[str, Any]]) -> dict[str, ReadinessRe
     return reports
 
 
-def _child_key(child: Mapping[str, Any]) -> tuple[str, str, str]:
-    return child["kind"], child["metadata"]["namespace"], child["metadata"]["name"]
-
-
 def _api_message(err: ApiException) -> str:
     try:
         return str(json.loads(err.body or "{}").get("message") or err.reason)
@@ -522,7 +519,7 @@ def _child_handler(group: str, version: str, plural: str) -> None:
         model_deployments: Owners = kwargs["model_deployments"]  # kopf passes indexes by name
         if type == "DELETED":
             await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="deleted")
-        elif _state(memo).applied.get(_child_key(body)) != fingerprint(body):
+        elif _state(memo).written(body) != fingerprint(body):
             await _refresh_owner(body, memo, logger, model_deployments, "drift", apply=True, drift="edited")
         elif body["kind"] == "Deployment":
             await _refresh_owner(body, memo, logger, model_deployments, "child", apply=False)

@@ -189,10 +189,10 @@ class Kube:
         await asyncio.to_thread(self._ensure_peering, name)
 
     def _patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> Manifest | None:
-        path = self._resource(f"{GROUP}/{VERSION}", KIND).path(name=name, namespace=namespace)
+        subresource = self._resource(f"{GROUP}/{VERSION}", KIND).status
         try:
-            stored = _plain(self._dynamic.request("patch", f"{path}/status", body={"status": status},
-                                                  content_type="application/merge-patch+json", serialize=False))
+            stored = _plain(subresource.patch(body={"status": status}, name=name, namespace=namespace,
+                                              content_type="application/merge-patch+json", serialize=False))
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -210,10 +210,12 @@ class Kube:
             if err.status == 403:
                 return None
             raise
-        data: dict[str, str] = (found or {}).get("data") or {}
-        if found is None or kind != "Secret":
-            return None if found is None else dict(data)
-        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
+        if found is None:
+            return None
+        data: dict[str, str] = found.get("data") or {}
+        if kind == "Secret":
+            return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
+        return dict(data)
 
     async def read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         """The text data of a Secret (decoded) or ConfigMap, or None if it is missing or not readable."""

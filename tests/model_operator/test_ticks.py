@@ -53,17 +53,32 @@ def test_a_peering_without_peers_yet_lets_us_act() -> None:
     assert leads({"status": {}}, 5, NOW)
 
 
+def child(name: str, owner: str, controller: bool = True) -> dict[str, Any]:
+    refs = [{"uid": owner, "controller": controller, "kind": "ModelDeployment", "name": "iris"}]
+    return {"kind": "Deployment", "metadata": {"name": name, "namespace": "ml", "ownerReferences": refs}}
+
+
 def test_a_deleted_model_deployment_is_forgotten_and_no_other() -> None:
     state = State(kube=cast(Any, None), server_image=None, namespace="modeldeploy-system")
     for uid, name in (("gone", "a"), ("kept", "b")):
-        key = ("Deployment", "ml", name)
-        state.children[uid].add(key)
-        state.applied[key] = (uid, "1")
+        state.applied[uid][("Deployment", name)] = (f"child-{name}", "1")
         state.reconciled_at[uid] = 1.0
         state.statuses[uid] = {"observedGeneration": 1}
         state.rollouts[uid] = (None, [])
         state.locks[uid]
+    assert state.written(child("a", "gone")) == ("child-a", "1")
     state.forget("gone")
-    assert set(state.applied) == {("Deployment", "ml", "b")}
-    for kept in (state.children, state.reconciled_at, state.statuses, state.rollouts, state.locks):
+    assert state.written(child("a", "gone")) is None
+    assert state.written(child("b", "kept")) == ("child-b", "1")
+    for kept in (state.applied, state.reconciled_at, state.statuses, state.rollouts, state.locks):
         assert set(kept) == {"kept"}
+
+
+def test_a_child_is_known_only_through_its_controlling_owner() -> None:
+    state = State(kube=cast(Any, None), server_image=None, namespace="modeldeploy-system")
+    state.applied["u1"][("Deployment", "iris")] = ("d1", "2")
+    assert state.written(child("iris", "u1")) == ("d1", "2")
+    assert state.written(child("iris", "u1", controller=False)) is None
+    assert state.written(child("iris", "u2")) is None
+    assert state.written({"kind": "Deployment", "metadata": {"name": "iris"}}) is None
+    assert set(state.applied) == {"u1"}, "a lookup adds no owner"
