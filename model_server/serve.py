@@ -58,7 +58,10 @@ class DrainingServer(uvicorn.Server):
         if sig != signal.SIGTERM or self.dataplane.model.draining:
             super().handle_exit(sig, frame)
             return
-        self.dataplane.drain()
+        self.dataplane.model.draining = True  # readiness fails from now on
+        # This runs as a signal handler: the code it interrupted may hold prometheus_client's
+        # (non-reentrant) value lock, so the gauges are set from another thread, never from here.
+        threading.Thread(target=self.dataplane.drain, daemon=True).start()
         logger.info("SIGTERM: draining", extra={"drainSeconds": self.drain_seconds})
         timer = threading.Timer(self.drain_seconds, self._stop_accepting)
         timer.daemon = True
